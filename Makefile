@@ -1,0 +1,43 @@
+# One entry point for a fresh machine: every target that needs the environment depends on `install`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test test-fast lint format bench bench-accuracy clean
+
+# Idempotent: the stamp is rebuilt only when pyproject.toml changes (or the venv is missing).
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m histo_daen.demo --output demo_output
+
+test: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900
+
+test-fast: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+
+lint: install
+	$(BIN)/ruff check histo_daen cli tests benchmarks
+	$(BIN)/ruff format --check histo_daen cli tests benchmarks
+
+format: install
+	$(BIN)/ruff format histo_daen cli tests benchmarks
+	$(BIN)/ruff check --fix histo_daen cli tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_tiling.py
+
+bench-accuracy: install
+	$(BIN)/python benchmarks/bench_accuracy.py
+
+clean:
+	rm -rf demo_output .pytest_cache build *.egg-info
