@@ -1,1 +1,82 @@
-def main(): pass
+"""The ``histo-daen`` command line: a click group whose commands load lazily, so ``--help`` is instant.
+
+Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it); 2 usage error (click); 3 a cohort
+command finished but some inputs failed (each reported on its own ``Error:`` line).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from histo_daen import __version__
+from histo_daen.errors import HistoDaenError
+
+__all__ = ["EXIT_SOME_FAILED", "main"]
+
+EXIT_SOME_FAILED = 3
+
+# name -> "module:attribute"; each command lives in its own module under cli/ and imports heavy libraries lazily.
+_COMMANDS: dict[str, str] = {}
+
+
+def register_command(name: str, target: str) -> None:
+    """Add a lazily imported command (used only in this module, below)."""
+    if name in _COMMANDS:
+        raise ValueError(f"command {name!r} registered twice")
+    _COMMANDS[name] = target
+
+
+for _name, _target in [
+    ("tile", "histo_daen.cli.tile:tile_command"),
+]:
+    register_command(_name, _target)
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module_name, attribute = _COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HistoDaenError as err:
+            # One line, no traceback: the message names the file, what is wrong and what to do.
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="histo-daen")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """histo-daen: weakly supervised tissue maps of H&E whole-slide images.
+
+    \b
+    Typical session:
+      histo-daen tile slides/*.svs -o tiles/
+      histo-daen synth-dataset -o LUAD-synth/
+      histo-daen train --dataset luad --data-root LUAD-HistoSeg/ --variant daen -o runs/daen
+      histo-daen evaluate --checkpoint runs/daen/last.pt --data-root LUAD-HistoSeg/ --split test -o eval/daen
+      histo-daen compare eval/daen eval/seam -o compare/
+      histo-daen segment slide.svs --checkpoint runs/daen/last.pt -o maps/
+    """
+    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    if not verbose and not quiet:
+        logging.getLogger("histo_daen").setLevel(logging.INFO)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="histo-daen")

@@ -1,0 +1,72 @@
+"""The only code that renames outputs into place: readers see the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "partial_dir_for"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success fsync it and ``os.replace`` it over ``path``.
+
+    If the block raises (or the process dies), the target is untouched and the temporary file is removed
+    (or, after a SIGKILL, left under a ``.tmp-`` name that no reader mistakes for the target).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def partial_dir_for(path: str | os.PathLike[str]) -> Path:
+    """Where a folder output is built before it is complete: ``<name>.partial`` beside it."""
+    target = Path(path)
+    return target.with_name(target.name + ".partial")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, keep_partial: bool = True) -> Iterator[Path]:
+    """Build a folder output as ``<name>.partial/`` and rename it to ``path`` when the block finishes.
+
+    An existing ``.partial`` folder is reused, so a job that resumes continues where the killed one stopped.
+    ``keep_partial=False`` removes it when the block raises (for outputs that cannot resume).
+    The target must not exist (callers decide about ``--overwrite`` before).
+    """
+    target = Path(path)
+    partial = partial_dir_for(target)
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        if not keep_partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    os.replace(partial, target)

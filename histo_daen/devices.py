@@ -1,0 +1,51 @@
+"""Resolve a device name once, at the entry point; library code takes the device as an argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from histo_daen.errors import ConfigError
+
+__all__ = ["AutocastSettings", "autocast_settings", "resolve_device"]
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> a usable device."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ConfigError(f"device {spec!r} is not a device name; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {spec!r} was asked for but this machine has no usable CUDA GPU; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+@dataclass(frozen=True)
+class AutocastSettings:
+    """Arguments for ``torch.autocast(**settings.kwargs)``: bf16 on CUDA, off on CPU (fp32 is faster there)."""
+
+    device_type: str
+    dtype: torch.dtype
+    enabled: bool
+
+    @property
+    def kwargs(self) -> dict[str, object]:
+        return {"device_type": self.device_type, "dtype": self.dtype, "enabled": self.enabled}
+
+
+def autocast_settings(device: torch.device, *, amp: bool = True) -> AutocastSettings:
+    """bf16 autocast on CUDA when ``amp``; disabled on CPU, where bf16 matmuls are slower on most machines."""
+    enabled = amp and device.type == "cuda"
+    return AutocastSettings(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
