@@ -48,7 +48,7 @@ def backend() -> Callable[[F], F]:
         "--backend",
         type=click.Choice(["auto", "openslide", "tiffslide"]),
         default=None,
-        help="Slide reader. auto: OpenSlide, falling back to tiffslide for files OpenSlide cannot open. [default: auto]",
+        help="Slide reader. auto: OpenSlide, or tiffslide for files OpenSlide cannot open. [default: auto]",
     )
 
 

@@ -20,11 +20,11 @@ from histo_daen.errors import ConfigError
 
 __all__ = [
     "config_from_mapping",
-    "read_yaml_mapping",
     "diff_configs",
     "dump_config",
     "load_config",
     "parse_overrides",
+    "read_yaml_mapping",
     "to_plain_dict",
 ]
 
