@@ -1,0 +1,46 @@
+"""Outputs appear whole or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text, partial_dir_for
+
+
+def test_atomic_write_replaces_the_target_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.csv"
+    atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]  # no stray temporary file
+
+
+def test_atomic_write_creates_missing_parent_folders(tmp_path: Path) -> None:
+    target = atomic_write_text(tmp_path / "a" / "b" / "c.json", "{}")
+    assert target.read_text() == "{}"
+
+
+def test_atomic_dir_renames_a_complete_folder(tmp_path: Path) -> None:
+    target = tmp_path / "map.zarr"
+    with atomic_dir(target) as partial:
+        assert partial == partial_dir_for(target)
+        (partial / "x").write_text("1")
+        assert not target.exists()
+    assert (target / "x").read_text() == "1"
+    assert not partial_dir_for(target).exists()
+
+
+def test_atomic_dir_keeps_the_partial_folder_for_resume(tmp_path: Path) -> None:
+    target = tmp_path / "tiles"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as partial:
+        (partial / "tile_0.png").write_bytes(b"png")
+        raise KeyboardInterrupt
+    assert not target.exists()
+    assert (partial_dir_for(target) / "tile_0.png").exists()
+    with atomic_dir(target) as partial:  # the next run continues in the same folder
+        assert (partial / "tile_0.png").exists()
+    assert (target / "tile_0.png").exists()
