@@ -6,10 +6,10 @@ Field comments give units; closed choices are ``Literal`` so the loader lists th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ModelConfig", "TileConfig"]
+__all__ = ["EvaluateConfig", "InferenceConfig", "ModelConfig", "TileConfig"]
 
 Backend = Literal["auto", "openslide", "tiffslide"]
 
@@ -77,3 +77,63 @@ class ModelConfig:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         if self.input_mpp <= 0:
             raise ValueError(f"input_mpp must be positive, got {self.input_mpp}")
+
+
+CamSource = Literal["refined", "raw"]
+CamNormalisation = Literal["per_class", "global"]
+LabelSource = Literal["predicted", "dataset", "masks"]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """CAMs for a batch and the CAM -> label-map rule (reference.md §5); one section for evaluate and segment.
+
+    The defaults are SEAM's test-time setting on the PCM output (scales {0.5, 1, 1.5, 2} with horizontal flips),
+    image-level labels predicted by the classifier at the MLPS threshold (the only source on unlabelled test
+    patches and slides), argmax over the tissue classes and white glass labelled exclude (MLPS, §5.3).
+    The MLPS protocol itself is ``cam_source: raw, scales: [1.0], flip: false, normalisation: global``.
+    """
+
+    cam_source: CamSource = "refined"  # refined: PCM output (SEAM/DAEN); raw: fc8 CAMs (variants without PCM: raw)
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)  # input rescale factors, averaged after resizing back
+    flip: bool = True  # also each scale mirrored left-right, then un-mirrored
+    rotate: bool = False  # also 90, 180 and 270 degree rotations (histology has no up), then rotated back
+    normalisation: CamNormalisation = "per_class"  # per_class: SEAM min-max per class; global: MLPS, one range
+    label_source: LabelSource = "predicted"  # which classes may appear: predicted | dataset labels | masks (optimistic)
+    label_threshold: float = 0.25  # classifier probability above which a class counts as present (MLPS: 0.25)
+    background_alpha: float | None = None  # VOC-style: pixels whose best CAM is below alpha become exclude (SEAM 0.26)
+    white_exclude: bool = True  # grey > white_grey_level in components >= white_min_pixels -> exclude (MLPS)
+    white_grey_level: int = 200  # 0-255 grey level above which a pixel is white glass
+    white_min_pixels: int = 50  # smaller white components (4-connected) stay tissue
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be a non-empty list of positive factors, got {list(self.scales)}")
+        if not 0.0 <= self.label_threshold <= 1.0:
+            raise ValueError(f"label_threshold must be in [0, 1], got {self.label_threshold}")
+        if self.background_alpha is not None and not 0.0 <= self.background_alpha <= 1.0:
+            raise ValueError(f"background_alpha must be in [0, 1] or null, got {self.background_alpha}")
+        if not 0 <= self.white_grey_level <= 255:
+            raise ValueError(f"white_grey_level must be in [0, 255], got {self.white_grey_level}")
+        if self.white_min_pixels < 1:
+            raise ValueError(f"white_min_pixels must be at least 1, got {self.white_min_pixels}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``histo-daen evaluate``: score a checkpoint's tissue maps against the masks of a labelled split."""
+
+    split: Literal["val", "test"] = "test"
+    batch_size: int = 8  # patches per forward pass (each pass runs every scale/flip/rotation view)
+    workers: int = 0  # data-loader processes reading the PNGs (0: in this process)
+    save_masks: bool = False  # also write each predicted mask as a palette PNG under masks/
+    n_examples: int = 6  # image | ground truth | prediction pictures written under examples/
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.n_examples < 0:
+            raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
