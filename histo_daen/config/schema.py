@@ -7,9 +7,21 @@ Field comments give units; closed choices are ``Literal`` so the loader lists th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["EvaluateConfig", "InferenceConfig", "ModelConfig", "TileConfig"]
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "EvaluateConfig",
+    "InferenceConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TileConfig",
+    "TrainConfig",
+    "TwinConfig",
+]
 
 Backend = Literal["auto", "openslide", "tiffslide"]
 
@@ -137,3 +149,145 @@ class EvaluateConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.n_examples < 0:
             raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
+
+
+# --- training (owned by histo_daen.training and histo_daen.data) -------------------------------------------------
+
+Objective = Literal["auto", "seam", "classification"]
+ColourAugmentation = Literal["hed", "jitter", "none"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training patches come from (``histo_daen.data``'s dataset registry) and how they are loaded."""
+
+    dataset: str = "luad"  # registry name: luad (LUAD-HistoSeg), bcss (BCSS-WSSS), tiles (tiling manifest + CSV)
+    root: Path | None = None  # dataset folder; for "tiles" the folder holding the tiling manifest.csv
+    labels_csv: Path | None = None  # "tiles" only: CSV with a tile column and one 0/1 column per class code
+    workers: int = 2  # data-loader processes per training process (0: load in the training process)
+    input_scale: float = 1.0  # resize factor applied to every patch before the model (2.0: 224 patches -> 448)
+    validate: bool = True  # check every file of the dataset (names, pairs, PNGs, mask values) before training
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not 0.1 <= self.input_scale <= 8.0:
+            raise ValueError(f"input_scale must be in [0.1, 8], got {self.input_scale}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations, drawn once per patch from a generator keyed by (seed, epoch, patch index)."""
+
+    flips: bool = True  # random left-right and up-down mirroring (tissue has no up)
+    rotations: bool = True  # random multiples of 90 degrees
+    colour: ColourAugmentation = "hed"  # hed: stain jitter in haematoxylin-eosin-DAB space; jitter: SEAM's
+    hed_strength: float = 0.05  # hed: each stain is scaled by 1 +- s and shifted by +- s (Tellez et al. 2018)
+    brightness: float = 0.3  # jitter: SEAM's ColorJitter(0.3, 0.3, 0.3, 0.1)
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.1  # fraction of the hue circle, in [0, 0.5]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hed_strength < 1.0:
+            raise ValueError(f"hed_strength must be in [0, 1), got {self.hed_strength}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """The transform A of SEAM's equivariant twin branch (reference.md §3.2): img2 = A(img1), compared with A(CAM1).
+
+    SEAM rescales 448 crops by a fixed 0.3 (134 px in, 17x17 CAMs). A 224 LUAD patch at 0.3 is 67 px in and a
+    9x9 CAM, too coarse to compare; the default 0.5 gives 112 px in and 14x14 CAMs, close to SEAM's geometry.
+    The reference geometry is kept in configs/luad_*_reference.yaml (input_scale 2.0, scale 0.3).
+    """
+
+    scale: float = 0.5  # rescale factor of the twin branch's input
+    flips: bool = False  # also a random mirror per patch (an equivariance SEAM does not use)
+    rotations: bool = False  # also a random multiple of 90 degrees per patch
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.scale <= 2.0:
+            raise ValueError(f"twin scale must be in [0.1, 2], got {self.scale}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (reference.md §3.3; SEAM weighs every term 1). A weight of 0 switches a term off."""
+
+    objective: Objective = "auto"  # seam: twin branch + ER/ECR (needs a PCM); classification: MLSM only; auto: by model
+    classification_weight: float = 1.0  # multilabel soft margin over the foreground classes, both branches averaged
+    equivariant_weight: float = 1.0  # ER: L1 between A(CAM(x)) and CAM(A(x))
+    cross_equivariant_weight: float = 1.0  # ECR: PCM output of one branch against the other branch's CAM
+    ecr_top_fraction: float = 0.2  # ECR averages the hardest fraction of the C x h x w entries (SEAM: 0.2)
+    rvmin_weight: float = 1.0  # SEAM's bottom-quarter suppression of the PCM output (in code, not in the papers)
+    rvmin_fraction: float = 0.25  # fraction of pixels whose foreground maximum rvmin pushes to zero (SEAM: 1/4)
+
+    def __post_init__(self) -> None:
+        for name in ("classification_weight", "equivariant_weight", "cross_equivariant_weight", "rvmin_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.ecr_top_fraction <= 1.0:
+            raise ValueError(f"ecr_top_fraction must be in (0, 1], got {self.ecr_top_fraction}")
+        if not 0.0 < self.rvmin_fraction <= 1.0:
+            raise ValueError(f"rvmin_fraction must be in (0, 1], got {self.rvmin_fraction}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with the poly schedule and SEAM's learning-rate groups (reference.md §3.4).
+
+    ``batch_size`` is the global batch of one optimiser step: it is split over the torchrun processes and the
+    ``accumulation_steps`` micro-batches, so a config means the same training on one CPU or eight GPUs.
+    """
+
+    lr: float = 0.01  # base learning rate (backbone weights); biases x2, new layers x10, new biases x20
+    new_layer_lr_multiplier: float = 10.0  # heads trained from scratch (fc8, PCM): SEAM 10
+    momentum: float = 5e-4  # reference code's value: SGD(params, lr, weight_decay) put 5e-4 into momentum
+    weight_decay: float = 5e-4  # on weights; biases get none (SEAM)
+    poly_power: float = 0.9  # lr_g = lr0_g * (1 - step / max_steps) ** poly_power
+    batch_size: int = 8  # patches per optimiser step, over all processes and micro-batches
+    accumulation_steps: int = 1  # micro-batches per optimiser step (gradient accumulation)
+    epochs: int = 8
+    max_steps: int | None = None  # stop (and end the schedule) after this many steps, for short runs
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
+            raise ValueError("momentum, weight_decay and poly_power must be >= 0")
+        if self.batch_size < 1 or self.accumulation_steps < 1 or self.epochs < 1:
+            raise ValueError("batch_size, accumulation_steps and epochs must be at least 1")
+        if self.batch_size % self.accumulation_steps:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by accumulation_steps {self.accumulation_steps}"
+            )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1 or null, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``histo-daen train``: everything that decides a training run; stored in config.yaml and every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    twin: TwinConfig = field(default_factory=TwinConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    pretrained: Path | None = None  # local backbone weights (.params or .pth); none: random init, with a warning
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA (losses in float32); CPU always runs float32
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True) (slower on GPU)
+    checkpoint_every: int = 500  # optimiser steps between last.pt writes; last.pt is also written at each epoch end
+    log_every: int = 10  # optimiser steps between metrics.jsonl lines
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be at least 1")
