@@ -81,6 +81,13 @@ class ModelConfig:
     input_normalisation: Literal["imagenet", "none"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
     input_mpp: float = 1.0  # microns per pixel of the patches the model was trained on (slide inference reads at it)
     input_size: int = 224  # patch side in pixels at input_mpp
+    # Reference behaviour (SEAM/DAEN code) vs alternatives; docs in histo_daen/models/cam_net.py.
+    freeze_batchnorm: bool = True  # BN in eval mode, affine frozen (reference section 1.3); False trains BN
+    freeze_stem: bool = True  # no gradient to conv1a/b2* (ResNet38) or conv1/bn1/layer1 (torchvision), as SEAM/MLPS
+    logits_pooling: Literal["stride8", "upsampled"] = "stride8"  # upsampled: SEAM's GAP of align_corners CAMs
+    attention_position: Literal["pre_relu", "post_relu"] = "pre_relu"  # pre_relu: code (replaces the last ReLU)
+    attention_lr_group: Literal["backbone", "new"] = "backbone"  # backbone: code (x1 LR); new: x10 with the heads
+    pcm_output: Literal["replace", "add"] = "replace"  # replace: code (cam_rv); add: paper text (CAM + cam_rv)
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -89,6 +96,8 @@ class ModelConfig:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         if self.input_mpp <= 0:
             raise ValueError(f"input_mpp must be positive, got {self.input_mpp}")
+        if self.attention_reduction < 1:
+            raise ValueError(f"attention_reduction must be at least 1, got {self.attention_reduction}")
 
 
 CamSource = Literal["refined", "raw"]
