@@ -1,0 +1,215 @@
+"""compute_cams with models whose output is known: exact inverse views, label masking, normalisation, dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from histo_daen.config.schema import InferenceConfig
+from histo_daen.inference.cams import (
+    InferenceView,
+    compute_cams,
+    inference_views,
+    normalise_cams,
+    select_labels,
+    subtract_classes,
+    white_background_score,
+)
+from histo_daen.models.cam_net import CamNetOutput
+from histo_daen.models.histosegnet import HistoSegNet
+from histo_daen.models.registry import build_model
+
+SINGLE_VIEW = InferenceConfig(scales=(1.0,), flip=False)
+
+
+class PixelCams(nn.Module):
+    """A 'model' whose raw CAMs are the image's RGB channels plus their mean, at full resolution (stride 1).
+
+    Equivariant to flips and rotations, so every view's maps, once undone, equal the plain view's maps. The
+    refined CAMs are 1 - raw, so the CAM source is visible; logits are fixed per class.
+    """
+
+    def __init__(self, logits: tuple[float, ...] = (2.0, -2.0, 1.0, -3.0)) -> None:
+        super().__init__()
+        self.register_buffer("fixed_logits", torch.tensor(logits))
+
+    def forward(self, x: torch.Tensor) -> CamNetOutput:
+        cams = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1)  # (B, 4, H, W)
+        logits = self.fixed_logits.expand(x.shape[0], -1)
+        return CamNetOutput(logits=logits, cams=cams, cams_refined=1.0 - cams)
+
+
+def _images(batch: int = 2, shape_hw: tuple[int, int] = (24, 40)) -> torch.Tensor:
+    return torch.rand(batch, 3, *shape_hw, generator=torch.Generator().manual_seed(0))
+
+
+ALL_CLASSES = torch.ones(2, 4, dtype=torch.bool)
+
+
+def test_default_views_are_seams_scales_with_flips() -> None:
+    views = inference_views(InferenceConfig())
+    assert len(views) == 8
+    assert {v.scale for v in views} == {0.5, 1.0, 1.5, 2.0}
+    assert len(inference_views(InferenceConfig(rotate=True))) == 32
+
+
+@pytest.mark.parametrize("view", [InferenceView(flip=True), InferenceView(quarter_turns=1), InferenceView(True, 3)])
+def test_flip_and_rotation_views_invert_exactly(view: InferenceView) -> None:
+    images = _images()
+    shown = view.apply(images)
+    assert torch.equal(view.invert(shown, tuple(shown.shape[-2:]), (24, 40)), images)
+
+
+def test_flip_and_rotation_views_average_to_the_plain_view_for_an_equivariant_model() -> None:
+    images = _images()
+    settings = dataclasses.replace(SINGLE_VIEW, label_source="dataset", cam_source="raw")
+    plain = compute_cams(PixelCams(), images, settings=settings, image_labels=ALL_CLASSES)
+    augmented = compute_cams(
+        PixelCams(), images, settings=dataclasses.replace(settings, flip=True, rotate=True), image_labels=ALL_CLASSES
+    )
+    torch.testing.assert_close(augmented.cams, plain.cams, atol=1e-4, rtol=0)  # 1e-5: the normaliser's epsilon
+
+
+def test_rescaled_views_come_back_at_input_resolution() -> None:
+    ramp = torch.linspace(0, 1, 32)
+    images = torch.stack([ramp[None, :].expand(32, 32), ramp[:, None].expand(32, 32), 1 - ramp[None, :].expand(32, 32)])
+    images = images[None].expand(2, 3, 32, 32)  # smooth: resizing keeps it
+    settings = InferenceConfig(scales=(0.5, 2.0), label_source="dataset", cam_source="raw")
+    result = compute_cams(PixelCams(), images, settings=settings, image_labels=ALL_CLASSES)
+    assert result.cams.shape == (2, 4, 32, 32)
+    plain = compute_cams(
+        PixelCams(), images, settings=dataclasses.replace(settings, scales=(1.0,)), image_labels=ALL_CLASSES
+    )
+    # Resizing a smooth image and its maps back loses little and moves nothing.
+    assert (result.cams - plain.cams).abs().max() < 0.05
+
+
+def test_cam_source_picks_refined_or_raw() -> None:
+    images = _images()
+    raw = compute_cams(PixelCams(), images, settings=dataclasses.replace(SINGLE_VIEW, cam_source="raw"))
+    refined = compute_cams(PixelCams(), images, settings=SINGLE_VIEW)
+    # Per-class min-max of 1 - x is 1 - (min-max of x) for used classes (TE and LYM are predicted).
+    torch.testing.assert_close(refined.cams[:, 0], 1.0 - raw.cams[:, 0], atol=1e-4, rtol=0)
+
+
+def test_predicted_labels_use_the_threshold_and_zero_the_other_classes() -> None:
+    # sigmoid(2) = 0.88, sigmoid(-2) = 0.12, sigmoid(1) = 0.73, sigmoid(-3) = 0.05 -> TE and LYM at 0.25
+    result = compute_cams(PixelCams(), _images(), settings=SINGLE_VIEW)
+    assert result.label_source == "predicted"
+    assert result.labels_used.tolist() == [[True, False, True, False]] * 2
+    assert result.cams[:, 1].abs().max() == 0 and result.cams[:, 3].abs().max() == 0
+    torch.testing.assert_close(result.probabilities[0], torch.sigmoid(torch.tensor([2.0, -2.0, 1.0, -3.0])))
+
+
+def test_predicted_labels_keep_the_most_probable_class_when_none_passes() -> None:
+    probabilities = torch.tensor([[0.1, 0.2, 0.05, 0.01], [0.9, 0.1, 0.3, 0.0]])
+    chosen = select_labels(probabilities, settings=InferenceConfig())
+    assert chosen.tolist() == [[False, True, False, False], [True, False, True, False]]
+
+
+def test_dataset_labels_replace_the_predictions() -> None:
+    labels = torch.tensor([[0, 1, 0, 1], [1, 0, 0, 0]])
+    settings = dataclasses.replace(SINGLE_VIEW, label_source="masks")
+    result = compute_cams(PixelCams(), _images(), settings=settings, image_labels=labels)
+    assert result.label_source == "masks"
+    assert result.labels_used.tolist() == [[False, True, False, True], [True, False, False, False]]
+    assert result.cams[0, 0].max() == 0
+    assert float(result.cams[0, 1].max()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_label_sources_other_than_predicted_need_image_labels() -> None:
+    with pytest.raises(ValueError, match="label_source='dataset' needs image_labels"):
+        compute_cams(PixelCams(), _images(), settings=dataclasses.replace(SINGLE_VIEW, label_source="dataset"))
+
+
+def test_per_class_normalisation_spans_zero_to_one_per_class() -> None:
+    cams = torch.stack([torch.linspace(0, 2, 16), torch.linspace(0, 8, 16)]).reshape(1, 2, 4, 4)
+    normalised = normalise_cams(cams, mode="per_class")
+    assert normalised.amin(dim=(2, 3)).tolist() == [[0.0, 0.0]]
+    torch.testing.assert_close(normalised.amax(dim=(2, 3)), torch.ones(1, 2), atol=1e-4, rtol=0)
+
+
+def test_global_normalisation_keeps_the_ratio_between_classes() -> None:
+    cams = torch.stack([torch.linspace(0, 2, 16), torch.linspace(0, 8, 16)]).reshape(1, 2, 4, 4)
+    normalised = normalise_cams(cams, mode="global")
+    torch.testing.assert_close(normalised.amax(dim=(2, 3)), torch.tensor([[0.25, 1.0]]), atol=1e-5, rtol=0)
+
+
+def test_class_subtraction_keeps_only_the_margin_of_the_winner() -> None:
+    maps = torch.tensor([0.9, 0.5, 0.2]).reshape(1, 3, 1, 1)
+    torch.testing.assert_close(subtract_classes(maps).flatten(), torch.tensor([0.4, 0.0, 0.0]))
+    tied = torch.tensor([0.6, 0.6, 0.1]).reshape(1, 3, 1, 1)
+    assert subtract_classes(tied).max() == 0
+
+
+def test_white_background_score_is_high_on_glass_only() -> None:
+    images = torch.full((1, 3, 32, 32), 0.6)  # stained tissue, mean 153
+    images[..., :, :16] = 1.0  # glass on the left half
+    score = white_background_score(images)
+    assert score.shape == (1, 1, 32, 32)
+    assert score[0, 0, :, :8].min() == pytest.approx(0.75, abs=1e-3)
+    assert score[0, 0, :, 24:].max() < 1e-6
+
+
+def test_compute_cams_restores_the_training_flag_and_leaves_the_images_alone() -> None:
+    model = PixelCams().train()
+    images = _images()
+    before = images.clone()
+    compute_cams(model, images, settings=InferenceConfig())
+    assert model.training
+    assert torch.equal(images, before)
+
+
+@pytest.fixture(scope="module")
+def tiny_daen() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(variant="daen", backbone="resnet18", width=0.25)
+
+
+def test_real_network_batch_equals_single_images(tiny_daen: nn.Module) -> None:
+    images = _images(shape_hw=(48, 48))
+    settings = InferenceConfig(scales=(1.0, 1.5))
+    batch = compute_cams(tiny_daen, images, settings=settings)
+    singles = [compute_cams(tiny_daen, images[i : i + 1], settings=settings) for i in range(2)]
+    assert batch.cams.shape == (2, 4, 48, 48) and batch.cams.dtype == torch.float32
+    assert float(batch.cams.min()) >= 0.0 and float(batch.cams.max()) <= 1.0
+    torch.testing.assert_close(batch.cams, torch.cat([s.cams for s in singles]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.probabilities, torch.cat([s.probabilities for s in singles]))
+
+
+def test_histosegnet_is_dispatched_to_grad_cam_with_a_background_map() -> None:
+    torch.manual_seed(0)
+    model = build_model(variant="histosegnet", backbone="resnet18", width=0.25)
+    assert isinstance(model, HistoSegNet)
+    images = _images(shape_hw=(48, 48))
+    images[0, :, :, :24] = 1.0  # glass on the left of image 0
+    result = compute_cams(model, images, settings=InferenceConfig(scales=(1.0,), flip=False))
+    assert result.background is not None and result.background.shape == (2, 1, 48, 48)
+    assert result.background[0, 0, :, :16].min() > 0.0  # glass: the background map survives subtraction there
+    winners = (torch.cat([result.cams, result.background], dim=1) > 0).sum(dim=1)
+    assert winners.max() <= 1  # class subtraction: at most one positive map per pixel
+    # Confidence scaling: no class map exceeds its class probability.
+    assert (result.cams.amax(dim=(2, 3)) <= result.probabilities + 1e-6).all()
+
+
+def test_grad_cam_of_a_dense_head_matches_the_analytic_gradient() -> None:
+    torch.manual_seed(0)
+    model = build_model(variant="histosegnet", backbone="resnet18", width=0.25).eval()
+    images = _images(batch=1, shape_hw=(32, 32))
+    logits, maps = model.grad_cams(images)
+    activation = model.forward_features(images).conv6.detach()  # (1, C, h, w)
+    pooled = activation.mean(dim=(2, 3))
+    hidden_active = (model.fc_hidden(pooled) > 0).float()  # ReLU gate
+    # d logit_c / d activation = (W_out[c] * gate) @ W_hidden / (h * w), the same at every pixel.
+    gradient = (model.fc_out.weight * hidden_active) @ model.fc_hidden.weight  # (K, C)
+    expected = F.relu(torch.einsum("kc,chw->khw", gradient, activation[0]))
+    for c in range(4):
+        if expected[c].max() > 0:
+            torch.testing.assert_close(
+                maps[0, c] / maps[0, c].max(), expected[c] / expected[c].max(), atol=1e-4, rtol=0
+            )
+    torch.testing.assert_close(logits, model(images).logits)
