@@ -1,0 +1,605 @@
+"""``train(cfg)``: one code path for the CPU, one CUDA GPU and ``torchrun`` DistributedDataParallel; resumable.
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one JSON line per ``log_every``
+steps) and ``last.pt`` (written atomically every ``checkpoint_every`` steps and at the end of each epoch). A folder
+that already holds a run is used only with ``resume=True`` (continue from ``last.pt``; the requested config must
+equal the stored one except for the fields in :data:`RESUMABLE_CHANGES`) or ``overwrite=True`` (start again).
+
+What makes a resumed run equal an uninterrupted one: the checkpoint holds the weights, the optimiser and schedule
+state and every rank's RNG state; data order comes from DistributedSampler seeded by (seed, epoch), and each
+patch's augmentation and twin transform from a generator keyed by (seed, epoch, index), so the run restarts at
+the exact step, on any number of loader workers. Under torchrun the global batch is split over the ranks, which
+makes a run on N processes train on the same patches per step as one process (``OptimConfig`` docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from histo_daen.atomic import atomic_write_text
+from histo_daen.config.load import diff_configs, dump_config, to_plain_dict
+from histo_daen.config.schema import TrainConfig
+from histo_daen.data.patch_dataset import PatchDataset
+from histo_daen.data.registry import dataset_spec, load_splits
+from histo_daen.data.transforms import PatchAugment
+from histo_daen.devices import autocast_settings, resolve_device
+from histo_daen.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError, WeightsError
+from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
+from histo_daen.models.registry import build_model
+from histo_daen.seeding import get_rng_state, seed_everything, set_rng_state
+from histo_daen.training.affine import TwinTransform
+from histo_daen.training.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    barrier,
+    distributed_context,
+    mean_over_ranks,
+    unwrap,
+)
+from histo_daen.training.objective import LossTerms, TwinNetwork, classification_objective, seam_objective
+from histo_daen.training.sampling import EpochBatchSampler
+from histo_daen.training.schedule import build_optimizer, build_schedule
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "METRICS_NAME",
+    "RESUMABLE_CHANGES",
+    "MetricsLog",
+    "TrainResult",
+    "resolve_objective",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+_RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME)
+# Fields that do not change what is computed (or name the same data/weights at another place): a resumed run may
+# differ in them. Everything else must equal the checkpoint's config.
+RESUMABLE_CHANGES = frozenset(
+    {"data.workers", "data.validate", "data.root", "data.labels_csv", "pretrained", "checkpoint_every", "log_every"}
+)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        output_dir: the run folder.
+        checkpoint: ``output_dir / "last.pt"``.
+        step: optimiser steps completed; equals ``max_steps`` for a finished run.
+        max_steps: the schedule's length.
+        epoch: epochs completed.
+        losses: the last logged loss terms (``loss`` = weighted total), averaged over ranks.
+        images_per_second: mean training throughput of this invocation (all ranks), 0 if no step ran.
+        resumed_from: the step the run resumed from, or None for a fresh run.
+        objective: "seam" or "classification".
+    """
+
+    output_dir: Path
+    checkpoint: Path
+    step: int
+    max_steps: int
+    epoch: int
+    losses: dict[str, float]
+    images_per_second: float
+    resumed_from: int | None
+    objective: str
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, appended (rank 0 only); cut back to a step on resume."""
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines of steps after ``step`` (written by a run killed between two checkpoints)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(record), sort_keys=False) + "\n")
+            handle.flush()
+
+
+def resolve_objective(cfg: TrainConfig, model: nn.Module) -> str:
+    """ "seam" or "classification": ``loss.objective``, with "auto" meaning seam exactly when the model has a PCM."""
+    has_pcm = bool(getattr(model, "use_pcm", False))
+    objective = cfg.loss.objective
+    if objective == "auto":
+        return "seam" if has_pcm else "classification"
+    if objective == "seam" and not has_pcm:
+        raise ConfigError(
+            f"loss.objective: 'seam' needs a network with a PCM, but variant {cfg.model.variant!r} has none; "
+            "use loss.objective=classification (or auto)"
+        )
+    return objective
+
+
+def _check_config(cfg: TrainConfig, ctx: DistributedContext) -> int:
+    """Cross-section checks; returns the per-rank micro-batch."""
+    optim = cfg.optim
+    split = ctx.world_size * optim.accumulation_steps
+    if optim.batch_size % split:
+        raise ConfigError(
+            f"optim.batch_size {optim.batch_size} cannot be split over {ctx.world_size} process(es) x "
+            f"{optim.accumulation_steps} accumulation step(s); use a multiple of {split}"
+        )
+    spec = dataset_spec(cfg.data.dataset)
+    if spec.class_set.name != cfg.model.class_set or len(spec.class_set) != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.class_set {cfg.model.class_set!r} with num_classes {cfg.model.num_classes} does not fit the "
+            f"{spec.title} classes ({spec.class_set.name}: {', '.join(spec.class_set.codes)}); "
+            f"set model.class_set={spec.class_set.name} model.num_classes={len(spec.class_set)}"
+        )
+    if spec.native_mpp is not None:
+        expected = spec.native_mpp / cfg.data.input_scale
+        if not math.isclose(cfg.model.input_mpp, expected, rel_tol=1e-3):
+            raise ConfigError(
+                f"model.input_mpp {cfg.model.input_mpp} does not match the data: {spec.title} patches are "
+                f"{spec.native_mpp} um/px and data.input_scale {cfg.data.input_scale} makes them {expected:g} um/px; "
+                f"set model.input_mpp={expected:g} (slide inference reads slides at it)"
+            )
+    return optim.batch_size // split
+
+
+def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx: DistributedContext) -> Path | None:
+    """Decide fresh / resume / refuse (every rank alike); rank 0 clears the folder on overwrite.
+
+    Returns:
+        The checkpoint to resume from, or None.
+    """
+    checkpoint = output_dir / CHECKPOINT_NAME
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; pass one")
+    if overwrite:
+        if ctx.is_main:
+            for name in _RUN_FILES:
+                (output_dir / name).unlink(missing_ok=True)
+        barrier(ctx)
+        return None
+    if resume and checkpoint.exists():
+        return checkpoint
+    if resume:
+        logger.warning("%s: no %s to resume from; starting a new run", output_dir, CHECKPOINT_NAME)
+        if ctx.is_main:
+            (output_dir / METRICS_NAME).unlink(missing_ok=True)
+        barrier(ctx)
+        return None
+    if output_dir.exists() and any(output_dir.iterdir()):
+        what = "holds a training run" if any((output_dir / n).exists() for n in _RUN_FILES) else "is not empty"
+        raise OutputExistsError(
+            output_dir,
+            what,
+            "Pass --resume to continue it, --overwrite to start again, or choose another -o folder.",
+        )
+    return None
+
+
+def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> None:
+    if cfg.pretrained is None:
+        if ctx.is_main:
+            logger.warning(
+                "NO PRETRAINED WEIGHTS: the %s backbone starts from RANDOM weights. CAMs will be far from the "
+                "paper's; pass --pretrained FILE (ImageNet weights, e.g. SEAM's ilsvrc-cls_rna-a1_cls1000_ep-0001"
+                ".params for resnet38) for a real run.",
+                cfg.model.backbone,
+            )
+        return
+    try:
+        from histo_daen.models.weights import load_pretrained
+    except ImportError as err:
+        raise WeightsError(
+            cfg.pretrained,
+            "cannot be loaded: this installation has no pretrained-weights loader (histo_daen.models.weights)",
+            "Train without --pretrained, or update histo-daen.",
+        ) from err
+    load_pretrained(model, cfg.pretrained)
+
+
+def _find_unused_parameters(model: nn.Module, objective: str, cfg: TrainConfig) -> bool:
+    """Whether DDP must look for parameters without gradient: the PCM layers when no loss term reaches them."""
+    has_pcm = bool(getattr(model, "use_pcm", False))
+    pcm_trained = objective == "seam" and (cfg.loss.cross_equivariant_weight > 0 or cfg.loss.rvmin_weight > 0)
+    return has_pcm and not pcm_trained
+
+
+def _restore(
+    path: Path,
+    cfg: TrainConfig,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    ctx: DistributedContext,
+) -> tuple[int, dict[str, float]]:
+    """Load ``last.pt`` into the run's objects after checking its config; returns its step and last losses."""
+    state = read_checkpoint(path, expected_model=cfg.model)
+    differing = {
+        key: values
+        for key, values in diff_configs(state.get("config", {}), to_plain_dict(cfg)).items()
+        if key not in RESUMABLE_CHANGES
+    }
+    if differing:
+        listed = "; ".join(f"{key}: stored {a!r}, requested {b!r}" for key, (a, b) in differing.items())
+        raise CheckpointError(
+            path,
+            f"was written by a run with another configuration ({listed})",
+            "Resume with the run's own config (its config.yaml), or start a new run with another -o folder.",
+        )
+    for key in ("optimizer", "scheduler", "rng"):
+        if key not in state:
+            raise CheckpointError(path, f"holds no {key} state (not a training checkpoint)", "Start a new run.")
+    restore_weights(model, state, path=path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(
+            path, f"has optimiser state that does not fit this model ({err})", "Start a new run."
+        ) from err
+    schedule.load_state_dict(state["scheduler"])
+    rng_states = state["rng"]
+    if isinstance(rng_states, list) and len(rng_states) == ctx.world_size:
+        set_rng_state(rng_states[ctx.rank])
+    else:
+        # Another process count: data order and augmentation are unchanged (keyed), dropout draws are not.
+        saved = len(rng_states) if isinstance(rng_states, list) else "?"
+        if ctx.is_main:
+            logger.warning(
+                "%s was written by %s process(es), this run has %d: resuming with fresh dropout randomness "
+                "(data order and augmentation are unchanged)",
+                path,
+                saved,
+                ctx.world_size,
+            )
+        seed_everything(cfg.seed + int(state["step"]) * 1009, ctx.rank)
+    step = int(state["step"])
+    if ctx.is_main:
+        logger.info("resuming %s at step %d (epoch %d)", path.parent, step, int(state["epoch"]))
+    stored_losses = state.get("metrics")
+    losses = {str(k): float(v) for k, v in stored_losses.items()} if isinstance(stored_losses, dict) else {}
+    return step, losses
+
+
+def _save(
+    path: Path,
+    cfg: TrainConfig,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    epoch: int,
+    losses: Mapping[str, float],
+    ctx: DistributedContext,
+) -> None:
+    rng_states = all_gather_objects(get_rng_state(), ctx)  # collective: every rank takes part
+    if not ctx.is_main:
+        return
+    state = checkpoint_state(
+        unwrap(model),
+        config=cfg,
+        epoch=epoch,
+        step=step,
+        optimizer=optimizer.state_dict(),
+        scheduler=schedule.state_dict(),
+        rng=rng_states,
+        world_size=ctx.world_size,
+        metrics={key: float(value) for key, value in losses.items()},
+    )
+    save_checkpoint(path, state)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    output_dir: str | os.PathLike[str],
+    device: torch.device | str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a CAM network on patch-level labels.
+
+    Run as a plain process (CPU or one GPU) or under ``torchrun --nproc_per_node=N`` (one process per GPU, or
+    several CPU processes with gloo); the same call serves all three.
+
+    Args:
+        cfg: the resolved training config (``load_config(TrainConfig, path, overrides=...)``).
+        output_dir: the run folder (created).
+        device: "auto", "cpu", "cuda" or a torch.device; under torchrun CUDA runs on ``cuda:LOCAL_RANK``.
+        resume: continue the run in ``output_dir`` from its ``last.pt``.
+        overwrite: discard a run already in ``output_dir``.
+        progress: tqdm bar (rank 0) with loss terms and images/s.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        OutputExistsError: ``output_dir`` holds a run and neither ``resume`` nor ``overwrite`` was given.
+        DatasetError: the dataset is missing or has problems (all listed at once), or is smaller than a batch.
+        CheckpointError: ``last.pt`` is unreadable or was written with another configuration (fields named).
+        ConfigError: inconsistent settings (batch split, classes, resolution, objective).
+    """
+    resolved = resolve_device(device) if isinstance(device, str) else device
+    with distributed_context(resolved) as ctx:
+        return _train(cfg, Path(output_dir), ctx=ctx, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _train(
+    cfg: TrainConfig, output_dir: Path, *, ctx: DistributedContext, resume: bool, overwrite: bool, progress: bool
+) -> TrainResult:
+    micro_batch = _check_config(cfg, ctx)
+    resume_from = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite, ctx=ctx)
+    records = load_splits(cfg.data, ("train",), progress=progress and ctx.is_main)["train"]
+    optim = cfg.optim
+    steps_per_epoch = len(records) // optim.batch_size
+    if steps_per_epoch == 0:
+        raise DatasetError(
+            cfg.data.root or ".",
+            f"has {len(records)} training patches, fewer than one batch of {optim.batch_size}",
+            "Lower optim.batch_size (--batch-size) or add patches.",
+        )
+    max_steps = steps_per_epoch * optim.epochs
+    if optim.max_steps is not None:
+        max_steps = min(max_steps, optim.max_steps)
+
+    previous_determinism = torch.are_deterministic_algorithms_enabled()
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    try:
+        seed_everything(cfg.seed, ctx.rank)
+        model = build_model(cfg.model)
+        _load_pretrained(model, cfg, ctx)
+        model.to(ctx.device)
+        model.train()
+        objective = resolve_objective(cfg, model)
+        twin = TwinTransform(cfg.twin) if objective == "seam" else None
+        network: nn.Module = TwinNetwork(model, twin)
+        if ctx.is_distributed:
+            network = nn.parallel.DistributedDataParallel(
+                network,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=_find_unused_parameters(model, objective, cfg),
+            )
+        optimizer = build_optimizer(model.parameter_groups(), optim)
+        schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
+        start_step, stored_losses = 0, {}
+        if resume_from is not None:
+            start_step, stored_losses = _restore(
+                resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, ctx=ctx
+            )
+        if ctx.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, output_dir / CONFIG_NAME)
+        metrics = MetricsLog(output_dir / METRICS_NAME, enabled=ctx.is_main)
+        metrics.truncate_after(start_step)
+        barrier(ctx)
+
+        dataset = PatchDataset(
+            records,
+            n_classes=cfg.model.num_classes,
+            augment=PatchAugment(cfg.augment),
+            input_scale=cfg.data.input_scale,
+            seed=cfg.seed,
+        )
+        result = _run_steps(
+            cfg,
+            ctx=ctx,
+            network=network,
+            model=model,
+            twin=twin,
+            objective=objective,
+            optimizer=optimizer,
+            schedule=schedule,
+            dataset=dataset,
+            micro_batch=micro_batch,
+            steps_per_epoch=steps_per_epoch,
+            max_steps=max_steps,
+            start_step=start_step,
+            start_losses=stored_losses,
+            output_dir=output_dir,
+            metrics=metrics,
+            progress=progress,
+        )
+        return TrainResult(
+            output_dir=output_dir,
+            checkpoint=output_dir / CHECKPOINT_NAME,
+            step=result[0],
+            max_steps=max_steps,
+            epoch=result[0] // steps_per_epoch,
+            losses=result[1],
+            images_per_second=result[2],
+            resumed_from=start_step if resume_from is not None else None,
+            objective=objective,
+        )
+    finally:
+        torch.use_deterministic_algorithms(previous_determinism)
+
+
+def _loader(
+    dataset: PatchDataset, sampler: EpochBatchSampler, *, workers: int, seed: int, pin_memory: bool
+) -> DataLoader[Any]:
+    # An own generator: creating the iterator draws the workers' base seed from it, not from the global torch RNG,
+    # whose state the checkpoint restores for dropout (a resumed run creates its iterator at another moment).
+    generator = torch.Generator().manual_seed(seed * 7919 + sampler.epoch)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, generator=generator)
+
+
+def _run_steps(
+    cfg: TrainConfig,
+    *,
+    ctx: DistributedContext,
+    network: nn.Module,
+    model: nn.Module,
+    twin: TwinTransform | None,
+    objective: str,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    dataset: PatchDataset,
+    micro_batch: int,
+    steps_per_epoch: int,
+    max_steps: int,
+    start_step: int,
+    start_losses: dict[str, float],
+    output_dir: Path,
+    metrics: MetricsLog,
+    progress: bool,
+) -> tuple[int, dict[str, float], float]:
+    """The optimiser steps from ``start_step`` to ``max_steps``; returns (step, last losses, images/s)."""
+    accumulation = cfg.optim.accumulation_steps
+    autocast = autocast_settings(ctx.device, amp=cfg.amp)
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    step = start_step
+    losses = dict(start_losses)
+    window: dict[str, float] = {}
+    window_steps, window_time, window_data = 0, 0.0, 0.0
+    total_images, total_time = 0, 0.0
+    bar = tqdm(
+        total=max_steps, initial=start_step, unit="step", desc="training", disable=not (progress and ctx.is_main)
+    )
+    with bar:
+        while step < max_steps:
+            epoch = step // steps_per_epoch
+            steps_this_epoch = min(steps_per_epoch, max_steps - epoch * steps_per_epoch)
+            sampler = EpochBatchSampler(
+                len(dataset),
+                epoch=epoch,
+                micro_batch=micro_batch,
+                n_micro_batches=steps_this_epoch * accumulation,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                seed=cfg.seed,
+                start=(step - epoch * steps_per_epoch) * accumulation,
+            )
+            loader = _loader(
+                dataset, sampler, workers=cfg.data.workers, seed=cfg.seed, pin_memory=ctx.device.type == "cuda"
+            )
+            batches: Iterator[dict[str, Any]] = iter(loader)
+            while step < epoch * steps_per_epoch + steps_this_epoch:
+                started = time.perf_counter()
+                data_time = 0.0
+                optimizer.zero_grad(set_to_none=True)
+                step_terms: dict[str, float] = {}
+                for micro in range(accumulation):
+                    waited = time.perf_counter()
+                    batch = next(batches)
+                    data_time += time.perf_counter() - waited
+                    images = batch["image"].to(ctx.device, non_blocking=True)
+                    labels = batch["label"].to(ctx.device, non_blocking=True)
+                    params = twin.draw(batch["index"].tolist(), seed=cfg.seed, epoch=epoch) if twin else None
+                    last_micro = micro == accumulation - 1
+                    no_sync = getattr(network, "no_sync", None)
+                    sync = contextlib.nullcontext() if last_micro or no_sync is None else no_sync()
+                    with sync:
+                        with torch.autocast(**autocast.kwargs):  # type: ignore[arg-type]
+                            first, second = network(images, params)
+                        terms = _objective(
+                            first, second, labels, objective=objective, twin=twin, params=params, cfg=cfg, images=images
+                        )
+                        (terms.total / accumulation).backward()
+                    for key, value in {"loss": terms.total, **terms.terms}.items():
+                        step_terms[key] = step_terms.get(key, 0.0) + float(value.detach()) / accumulation
+                optimizer.step()
+                schedule.step()
+                step += 1
+                elapsed = time.perf_counter() - started
+                total_images += cfg.optim.batch_size
+                total_time += elapsed
+                for key, value in step_terms.items():
+                    window[key] = window.get(key, 0.0) + value
+                window_steps += 1
+                window_time += elapsed
+                window_data += data_time
+                bar.update(1)
+                is_log_step = step % cfg.log_every == 0 or step == max_steps
+                if is_log_step:
+                    averaged = mean_over_ranks({k: v / window_steps for k, v in window.items()}, ctx)
+                    losses = averaged
+                    images_per_second = cfg.optim.batch_size * window_steps / max(window_time, 1e-9)
+                    metrics.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "lr": optimizer.param_groups[0]["lr"],
+                            **{k: round(v, 6) for k, v in averaged.items()},
+                            "images_per_second": round(images_per_second, 3),
+                            "data_time_share": round(window_data / max(window_time, 1e-9), 4),
+                        }
+                    )
+                    bar.set_postfix(
+                        {_SHORT.get(k, k): f"{v:.3f}" for k, v in averaged.items()}
+                        | {"img/s": f"{images_per_second:.1f}"},
+                        refresh=False,
+                    )
+                    window, window_steps, window_time, window_data = {}, 0, 0.0, 0.0
+                end_of_epoch = step == epoch * steps_per_epoch + steps_this_epoch
+                if step % cfg.checkpoint_every == 0 or end_of_epoch:
+                    _save(
+                        checkpoint_path,
+                        cfg,
+                        model=model,
+                        optimizer=optimizer,
+                        schedule=schedule,
+                        step=step,
+                        epoch=step // steps_per_epoch,
+                        losses=losses,
+                        ctx=ctx,
+                    )
+    throughput = total_images / total_time if total_time > 0 else 0.0
+    if ctx.is_main and step > start_step:
+        logger.info("trained %d steps to %s (%.1f images/s)", step - start_step, checkpoint_path, throughput)
+    return step, losses, throughput
+
+
+_SHORT = {"loss": "loss", "classification": "cls", "rvmin": "rvmin", "equivariant": "er", "cross_equivariant": "ecr"}
+
+
+def _objective(
+    first: Any,
+    second: Any,
+    labels: torch.Tensor,
+    *,
+    objective: str,
+    twin: TwinTransform | None,
+    params: Any,
+    cfg: TrainConfig,
+    images: torch.Tensor,
+) -> LossTerms:
+    if objective == "seam":
+        assert twin is not None and second is not None  # the seam objective always builds the twin
+        return seam_objective(
+            first,
+            second,
+            labels,
+            image_hw=(images.shape[-2], images.shape[-1]),
+            twin=twin,
+            params=params,
+            cfg=cfg.loss,
+        )
+    return classification_objective(first, labels, cfg.loss)
