@@ -18,6 +18,7 @@ __all__ = [
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "SegmentConfig",
     "TileConfig",
     "TrainConfig",
     "TwinConfig",
@@ -158,6 +159,69 @@ class EvaluateConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.n_examples < 0:
             raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
+
+
+# --- segment (owned by histo_daen.inference.slide, histo_daen.export and histo_daen.pipeline) ---------------------
+
+
+def _slide_inference() -> InferenceConfig:
+    # One view per tile: a slide has thousands of tiles, and SEAM's 8 views (4 scales x flip) cost about 15 times
+    # the compute of one. Set inference.scales / inference.flip to evaluate's values to match it exactly.
+    return InferenceConfig(scales=(1.0,), flip=False)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """``histo-daen segment``: slides -> OME-Zarr tissue maps, QuPath GeoJSON, overview pictures, area tables.
+
+    Tiles are read at the resolution the checkpoint was trained at (its ``input_mpp`` and ``input_size``); the map
+    has one pixel per ``map_stride`` model pixels.
+    """
+
+    batch_size: int = 16  # tiles per forward pass
+    workers: int = 2  # tile-reading threads, each with its own slide handle (0: read between batches)
+    overlap: int = 32  # model pixels shared by neighbouring tiles, cross-faded so seams do not show
+    min_tissue: float = 0.05  # tiles with a smaller tissue fraction are skipped (their pixels: no tissue)
+    tissue_mpp: float = 8.0  # microns per pixel of the thumbnail the tissue mask is computed on
+    map_stride: int = 4  # model pixels per map pixel (map mpp = input_mpp x map_stride); divides tile and overlap
+    chunk_size: int = 1024  # map chunk side in pixels; one band of this many rows is written at a time
+    pyramid_levels: int | None = None  # map resolution levels; None: halve until the longest side is <= 1024 px
+    ngff_version: Literal["0.4", "0.5"] = "0.4"  # 0.4 (Zarr v2): widest support, QuPath 0.6+; 0.5: Zarr v3
+    amp: bool = True  # bf16 autocast on CUDA; CPU runs float32
+    backend: Backend = "auto"
+    slide_mpp: float | None = None  # level-0 um/px for slides with no (or an implausible) resolution in metadata
+    geojson: bool = True  # write map.geojson for QuPath
+    geojson_object_type: Literal["annotation", "detection"] = "annotation"  # one per class | one per region
+    geojson_simplify: float = 0.5  # simplification tolerance in map pixels (0: every pixel corner)
+    geojson_min_area_um2: float = 500.0  # regions and holes smaller than this are dropped
+    geojson_gzip: bool = False  # write map.geojson.gz instead (QuPath 0.4+ reads it)
+    overview: bool = True  # write overview.png: the map over the slide thumbnail, areas in the legend
+    overview_max_side: int = 1600  # longest side of the thumbnail in overview.png, pixels
+    inference: InferenceConfig = field(default_factory=_slide_inference)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
+        if self.tissue_mpp <= 0:
+            raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
+        if self.map_stride < 1:
+            raise ValueError(f"map_stride must be at least 1, got {self.map_stride}")
+        if self.chunk_size < 16:
+            raise ValueError(f"chunk_size must be at least 16, got {self.chunk_size}")
+        if self.pyramid_levels is not None and self.pyramid_levels < 1:
+            raise ValueError(f"pyramid_levels must be at least 1 or null, got {self.pyramid_levels}")
+        if self.slide_mpp is not None and self.slide_mpp <= 0:
+            raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
+        if self.geojson_simplify < 0 or self.geojson_min_area_um2 < 0:
+            raise ValueError("geojson_simplify and geojson_min_area_um2 must be >= 0")
+        if self.overview_max_side < 64:
+            raise ValueError(f"overview_max_side must be at least 64, got {self.overview_max_side}")
 
 
 # --- training (owned by histo_daen.training and histo_daen.data) -------------------------------------------------
