@@ -26,6 +26,7 @@ __all__ = [
     "all_gather_objects",
     "barrier",
     "distributed_context",
+    "is_main_process",
     "mean_over_ranks",
     "unwrap",
 ]
@@ -97,6 +98,11 @@ def distributed_context(device: torch.device, *, timeout_s: float = 1800.0) -> I
     finally:
         if created:
             dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of its torchrun world (True outside torchrun): for printing results."""
+    return _environment_ranks(os.environ)[0] == 0
 
 
 def barrier(ctx: DistributedContext) -> None:
