@@ -203,6 +203,15 @@ def _load_file(path: Path) -> Any:
         raise CheckpointError(path, "does not exist", "Check the path; training writes <output>/last.pt.")
     if path.is_dir():
         raise CheckpointError(path, "is a folder, not a checkpoint file", "Pass the .pt file, e.g. <run>/last.pt.")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(path, "is empty (0 bytes)", "Use an earlier checkpoint; the write was interrupted.")
+    # torch.save writes a zip archive (PK..); older tools write a pickle (protocol 2+ starts with 0x80).
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(
+            path, "is not a PyTorch checkpoint (neither a zip archive nor a pickle)", "Pass a .pt file from histo-daen."
+        )
     try:
         with warnings.catch_warnings():
             # Pickles from other tools trigger a protocol warning before the refusal we report below.
