@@ -145,6 +145,7 @@ class InferenceConfig:
 class EvaluateConfig:
     """``histo-daen evaluate``: score a checkpoint's tissue maps against the masks of a labelled split."""
 
+    dataset: str | None = None  # luad | bcss; None: the dataset the checkpoint was trained on (tiles: luad)
     split: Literal["val", "test"] = "test"
     batch_size: int = 8  # patches per forward pass (each pass runs every scale/flip/rotation view)
     workers: int = 0  # data-loader processes reading the PNGs (0: in this process)
