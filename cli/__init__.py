@@ -37,6 +37,8 @@ for _name, _target in [
     ("compare", "histo_daen.cli.compare:compare_command"),
     ("train", "histo_daen.cli.train:train_command"),
     ("synth-dataset", "histo_daen.cli.synth_dataset:synth_dataset_command"),
+    ("segment", "histo_daen.cli.segment:segment_command"),
+    ("export", "histo_daen.cli.export:export_group"),
 ]:
     register_command(_name, _target)
 

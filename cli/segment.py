@@ -1,0 +1,153 @@
+"""``histo-daen segment``: whole slides -> OME-Zarr tissue maps, QuPath GeoJSON, overview pictures, an area table."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import click
+from histo_daen.cli import EXIT_SOME_FAILED, options
+
+__all__ = ["segment_command"]
+
+# KEY=VALUE config overrides mixed in with the slides: a dotted or plain config key, '=', a value.
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide."""
+    slides, overrides = [], []
+    for item in inputs:
+        (overrides if _OVERRIDE.match(item) and not os.path.exists(item) else slides).append(item)
+    return slides, overrides
+
+
+@click.command("segment")
+@click.argument("inputs", nargs=-1, required=True, metavar="SLIDE... [KEY=VALUE]...")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A histo-daen checkpoint, e.g. runs/daen/last.pt; tiles are read at the resolution it was trained at.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: <slide>/{map.zarr, map.geojson, overview.png, summary.json}, summary.csv; created.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass. [default: 16]")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Tile-reading threads, each with its own slide handle (0: read between batches). [default: 2]",
+)
+@click.option(
+    "--object-type",
+    type=click.Choice(["annotation", "detection"]),
+    default=None,
+    help="QuPath objects: one locked annotation per class, or one detection per region. [default: annotation]",
+)
+@click.option(
+    "--ngff-version",
+    type=click.Choice(["0.4", "0.5"]),
+    default=None,
+    help="OME-Zarr version: 0.4 (Zarr v2, read by QuPath 0.6+ and most viewers) or 0.5 (Zarr v3). [default: 0.4]",
+)
+@options.shard()
+@options.slide_mpp()
+@options.backend()
+@options.device()
+@options.config()
+@options.overwrite()
+def segment_command(
+    inputs: tuple[str, ...],
+    checkpoint: Path,
+    output: Path,
+    batch_size: int | None,
+    workers: int | None,
+    object_type: str | None,
+    ngff_version: str | None,
+    shard: str | None,
+    slide_mpp: float | None,
+    backend: str | None,
+    device: str,
+    config_path: Path | None,
+    overwrite: bool,
+) -> None:
+    """Segment whole slides into tissue maps (TE, NEC, LYM, TAS) with a trained checkpoint.
+
+    SLIDE can be files, folders (their slide files) or quoted glob patterns. Tissue tiles are read at the
+    checkpoint's resolution, their CAMs blended into a map band by band (memory does not grow with the slide), and
+    per slide you get map.zarr (OME-Zarr: labels + class scores, micrometre scale), map.geojson (drag it onto the
+    slide in QuPath), overview.png and summary.json; summary.csv lists every slide's class areas. A killed run
+    resumes where it stopped when rerun with the same options. KEY=VALUE arguments override the config
+    (configs/segment.yaml; the 'inference' section sets the CAM views).
+
+    \b
+    Examples:
+      histo-daen segment slide.svs --checkpoint runs/daen/last.pt -o maps/
+      histo-daen segment 'cohort/*.svs' --checkpoint runs/daen/last.pt -o maps/ --shard 0/4
+      torchrun --nproc_per_node=4 --no-python histo-daen segment cohort/ --checkpoint last.pt -o maps/
+      histo-daen segment slide.tiff --slide-mpp 0.25 --checkpoint last.pt -o maps/ inference.flip=true
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from histo_daen.cohort import parse_shard, shard_from_environment
+    from histo_daen.config import load_config
+    from histo_daen.config.load import parse_overrides
+    from histo_daen.config.schema import SegmentConfig
+    from histo_daen.devices import resolve_device
+    from histo_daen.pipeline import segment_slides
+
+    slides, overrides = _split_inputs(inputs)
+    if not slides:
+        raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
+    options_given = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "geojson_object_type": object_type,
+        "ngff_version": ngff_version,
+        "slide_mpp": slide_mpp,
+        "backend": backend,
+    }
+    base = load_config(SegmentConfig, config_path, overrides=parse_overrides(overrides))
+    cfg = load_config(SegmentConfig, base=base, overrides=options_given)
+    chosen_shard = parse_shard(shard) if shard is not None else shard_from_environment(os.environ)
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
+        resolved = resolve_device(f"cuda:{int(os.environ['LOCAL_RANK'])}")  # one GPU per torchrun process
+    with logging_redirect_tqdm():
+        report = segment_slides(
+            slides,
+            output,
+            checkpoint=checkpoint,
+            config=cfg,
+            device=resolved,
+            shard=chosen_shard,
+            overwrite=overwrite,
+            progress=True,
+        )
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            click.echo(f"Error: {outcome.error}", err=True)
+            continue
+        summary = outcome.summary or {}
+        areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.1f}%" for a in summary.get("areas", []))
+        speed = ""
+        if outcome.stats is not None:
+            speed = f", {outcome.stats.n_tiles_run} tiles at {outcome.stats.tiles_per_second:.1f} tiles/s"
+        state = "done" if outcome.status == "done" else "already done"
+        click.echo(f"{outcome.slide.name}: {state}{speed}; tissue {summary.get('tissue_mm2', 0):.2f} mm² ({areas})")
+        click.echo(f"  -> {outcome.folder}")
+    n_failed = len(report.failed)
+    shard_text = f" (shard {chosen_shard})" if chosen_shard is not None else ""
+    click.echo(
+        f"{len(report.outcomes)} slide(s){shard_text}: {len(report.outcomes) - n_failed} ok, {n_failed} failed. "
+        f"Areas of every slide: {report.summary_csv}"
+    )
+    if n_failed:
+        raise SystemExit(EXIT_SOME_FAILED)

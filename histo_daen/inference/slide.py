@@ -1,0 +1,442 @@
+"""Streaming whole-slide inference: tissue tiles -> model -> overlap stitching -> a map written band by band.
+
+The slide is never held in memory, nor is the map: background threads read tissue tiles at the model's resolution
+(the ``input_mpp`` its checkpoint records) a few batches ahead, the model turns each batch into class scores (bf16
+autocast on CUDA), the scores are averaged down to the map's resolution on the model's device, and a
+:class:`~histo_daen.inference.stitching.BandStitcher` blends them into the rows of one band at a time. Each finished
+band goes to a :class:`MapSink` (the OME-Zarr writer of :mod:`histo_daen.export.zarr_map`, wired in by
+:mod:`histo_daen.pipeline`; this module writes no file format itself) together with its label map: the best class
+on tissue, 0 ("no tissue") outside the tissue mask, on white glass inside a tile, and where no tile reached.
+
+Resume: a sink that already holds ``bands_done`` bands makes :func:`segment_slide` start at the first tile that
+touches the next band. Batches are cut at fixed positions of the tile list, so every tile is computed in the same
+batch as in an uninterrupted run, and the blended sums of the remaining bands are bit-identical to it.
+
+Geometry. A tile is ``tile_size`` pixels at the model's mpp; neighbours share ``overlap`` pixels. A map pixel is
+``map_stride`` model pixels, so a tile is ``tile_size / map_stride`` map pixels and map pixel ``(r, c)`` covers
+level-0 pixels ``[c * d, (c + 1) * d) x [r * d, (r + 1) * d)`` with ``d = map_downsample = input_mpp * map_stride
+/ mpp0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from histo_daen.config.schema import InferenceConfig, SegmentConfig
+from histo_daen.devices import autocast_settings
+from histo_daen.errors import ConfigError, NoTissueError
+from histo_daen.inference.cams import compute_cams
+from histo_daen.inference.labels import white_glass_mask
+from histo_daen.inference.stitching import BandStitcher, blend_window, map_values_from_scores
+from histo_daen.slide import Slide, SlideSource
+from histo_daen.tiling import Tile, read_tile, tile_grid
+
+__all__ = [
+    "CamPredictor",
+    "MapSink",
+    "PlannedTile",
+    "SegmentStats",
+    "SlideMapPlan",
+    "TileOutput",
+    "TilePredictor",
+    "plan_slide_map",
+    "segment_slide",
+]
+
+logger = logging.getLogger(__name__)
+
+PREFETCH_BATCHES = 2  # batches read ahead per reader thread: enough to hide reads, little memory
+GLASS_FRACTION = 0.5  # a map pixel is glass when more than this share of its model pixels is white glass
+
+
+@dataclass(frozen=True)
+class TileOutput:
+    """What a predictor returns for a batch of tiles.
+
+    Attributes:
+        scores: (B, C, H, W) float in [0, 1] at the tiles' resolution (or any size the map stride divides).
+        glass: (B, H, W) bool, True on white glass inside the tile, or None when the predictor does not say.
+    """
+
+    scores: torch.Tensor
+    glass: torch.Tensor | None = None
+
+
+class TilePredictor(Protocol):
+    """Anything that maps a batch of tiles to per-pixel scores: a CAM network (:class:`CamPredictor`) or a test
+    oracle (an identity "model" whose scores are the tile's own RGB channels)."""
+
+    n_channels: int
+
+    def __call__(self, images: torch.Tensor) -> TileOutput:
+        """(B, 3, H, W) float32 RGB in [0, 1] on the model's device -> :class:`TileOutput`."""
+        ...
+
+
+class CamPredictor:
+    """Scores of a CAM network for slide tiles: :func:`compute_cams`, as evaluation does, with labels predicted by
+    the classifier (slides have no labels: the MLPS protocol), and white glass from the MLPS rule.
+
+    Args:
+        model: a CAM network (or HistoSegNet) in eval mode on the device the tiles will be on.
+        n_classes: K, its number of tissue classes.
+        settings: the ``inference`` section; ``label_source`` must be "predicted".
+    """
+
+    def __init__(self, model: nn.Module, n_classes: int, settings: InferenceConfig) -> None:
+        if settings.label_source != "predicted":
+            raise ConfigError(
+                f"inference.label_source={settings.label_source!r} needs labelled patches; slides have none, "
+                "so segment uses the classifier's predictions: set inference.label_source=predicted"
+            )
+        self.model = model
+        self.n_channels = n_classes
+        self.settings = settings
+
+    def __call__(self, images: torch.Tensor) -> TileOutput:
+        result = compute_cams(self.model, images, settings=self.settings)
+        glass = None
+        if self.settings.white_exclude:
+            glass = white_glass_mask(
+                images, grey_level=self.settings.white_grey_level, min_pixels=self.settings.white_min_pixels
+            )
+        if result.background is not None:  # HistoSegNet: its background map wins over every class there
+            beaten = result.background[:, 0] > result.cams.amax(dim=1)
+            glass = beaten if glass is None else glass | beaten
+        return TileOutput(scores=result.cams, glass=glass)
+
+
+class MapSink(Protocol):
+    """Where finished bands go (``histo_daen.export.zarr_map.TissueMapWriter`` implements it)."""
+
+    @property
+    def band_height(self) -> int: ...
+
+    @property
+    def n_bands(self) -> int: ...
+
+    @property
+    def bands_done(self) -> int: ...
+
+    def write_band(self, index: int, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Band ``index``: scores (C, h, W) float32, labels (h, W) uint8 map values."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlannedTile:
+    """A tile of the plan: the tiler's tile and where its output lands in the map.
+
+    Attributes:
+        tile: the tiler's :class:`~histo_daen.tiling.Tile` (level-0 box, pyramid level, tissue fraction).
+        y0, x0: map pixel of the tile output's top-left corner.
+    """
+
+    tile: Tile
+    y0: int
+    x0: int
+
+
+@dataclass(frozen=True)
+class SlideMapPlan:
+    """Everything :func:`segment_slide` needs, decided before any model runs.
+
+    Attributes:
+        source: how reader threads open the slide.
+        identity: ``Slide.identity()`` of the slide.
+        mpp0: level-0 microns per pixel.
+        model_mpp: microns per pixel of the tiles (the model's ``input_mpp``).
+        tile_size: tile side in model pixels.
+        overlap: model pixels shared by neighbouring tiles.
+        map_stride: model pixels per map pixel.
+        shape_hw: (height, width) of the map in map pixels.
+        tiles: the tissue tiles in row order (top row, then column).
+        tissue_mask: (h, w) bool tissue mask of the slide, from the tiler.
+        tissue_downsample: level-0 pixels per tissue-mask pixel.
+    """
+
+    source: SlideSource
+    identity: dict[str, Any]
+    mpp0: float
+    model_mpp: float
+    tile_size: int
+    overlap: int
+    map_stride: int
+    shape_hw: tuple[int, int]
+    tiles: tuple[PlannedTile, ...]
+    tissue_mask: np.ndarray
+    tissue_downsample: float
+
+    @property
+    def map_downsample(self) -> float:
+        """Level-0 pixels per map pixel."""
+        return self.model_mpp * self.map_stride / self.mpp0
+
+    @property
+    def map_mpp(self) -> float:
+        return self.model_mpp * self.map_stride
+
+    @property
+    def tile_map_size(self) -> int:
+        """Tile side in map pixels."""
+        return self.tile_size // self.map_stride
+
+    def tissue_rows(self, y0: int, y1: int) -> np.ndarray:
+        """(y1 - y0, W) bool: the tissue mask at the centres of map rows ``y0 .. y1 - 1`` (nearest)."""
+        height, width = self.tissue_mask.shape
+        d = self.map_downsample / self.tissue_downsample  # tissue-mask pixels per map pixel
+        rows = np.minimum(((np.arange(y0, y1) + 0.5) * d).astype(np.int64), height - 1)
+        cols = np.minimum(((np.arange(self.shape_hw[1]) + 0.5) * d).astype(np.int64), width - 1)
+        return self.tissue_mask[np.ix_(rows, cols)]
+
+
+def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: SegmentConfig) -> SlideMapPlan:
+    """Find the tissue tiles of a slide at the model's resolution and lay them out on the map grid.
+
+    Args:
+        slide: an open slide.
+        model_mpp: microns per pixel the model was trained at (``ModelConfig.input_mpp``).
+        tile_size: tile side in model pixels (``ModelConfig.input_size``).
+        config: overlap, map stride, tissue settings.
+
+    Raises:
+        MissingResolutionError: the slide has no usable mpp (pass ``--slide-mpp``).
+        NoTissueError: no tile holds enough tissue.
+        ConfigError: the map stride does not divide the tile size and overlap.
+    """
+    stride_model = tile_size - config.overlap
+    if tile_size % config.map_stride or config.overlap % config.map_stride:
+        raise ConfigError(
+            f"segment.map_stride={config.map_stride} must divide the model's tile size ({tile_size}) and "
+            f"segment.overlap ({config.overlap}), so tiles land on whole map pixels"
+        )
+    if stride_model <= 0:
+        raise ConfigError(f"segment.overlap={config.overlap} must be smaller than the model's tile size {tile_size}")
+    mpp0 = slide.require_mpp()
+    grid = tile_grid(
+        slide,
+        target_mpp=model_mpp,
+        tile_size=tile_size,
+        overlap=config.overlap,
+        min_tissue=config.min_tissue,
+        tissue_mpp=config.tissue_mpp,
+    )
+    if not grid.tiles:
+        raise NoTissueError(
+            slide.path,
+            f"no tile of {tile_size} px at {model_mpp:g} um/px holds {config.min_tissue:.0%} tissue",
+            "Check that the slide shows stained tissue, or lower segment.min_tissue.",
+        )
+    map_downsample = model_mpp * config.map_stride / mpp0
+    width0, height0 = slide.dimensions
+    shape_hw = (math.ceil(height0 / map_downsample), math.ceil(width0 / map_downsample))
+    step = stride_model // config.map_stride  # tile pitch in map pixels
+    planned = sorted(
+        (PlannedTile(tile, tile.row * step, tile.col * step) for tile in grid.tiles),
+        key=lambda planned_tile: (planned_tile.y0, planned_tile.x0),
+    )
+    return SlideMapPlan(
+        source=slide.source(),
+        identity=slide.identity(),
+        mpp0=mpp0,
+        model_mpp=model_mpp,
+        tile_size=tile_size,
+        overlap=config.overlap,
+        map_stride=config.map_stride,
+        shape_hw=shape_hw,
+        tiles=tuple(planned),
+        tissue_mask=grid.tissue_mask,
+        tissue_downsample=grid.tissue_downsample,
+    )
+
+
+@dataclass(frozen=True)
+class SegmentStats:
+    """What a :func:`segment_slide` call did.
+
+    Attributes:
+        n_tiles: tissue tiles of the slide.
+        n_tiles_run: tiles this call sent through the model (fewer when resuming).
+        n_bands_written: bands this call wrote.
+        seconds: wall time of the call.
+        model_seconds: time spent in the predictor (device synchronised), the floor of ``seconds``.
+    """
+
+    n_tiles: int
+    n_tiles_run: int
+    n_bands_written: int
+    seconds: float
+    model_seconds: float
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.n_tiles_run / self.seconds if self.seconds > 0 else 0.0
+
+
+class _TileReader:
+    """Reads batches of tiles in background threads, each thread with its own slide handle, in order."""
+
+    def __init__(self, plan: SlideMapPlan, workers: int) -> None:
+        self._plan = plan
+        self._local = threading.local()
+        self._handles: list[Slide] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tile-reader")
+        self._inline = workers == 0
+
+    def _slide(self) -> Slide:
+        slide = getattr(self._local, "slide", None)
+        if slide is None:
+            slide = self._plan.source.open()
+            self._local.slide = slide
+            with self._lock:
+                self._handles.append(slide)
+        return slide
+
+    def read(self, tiles: Sequence[PlannedTile]) -> np.ndarray:
+        """(B, tile_size, tile_size, 3) uint8 RGB."""
+        slide = self._slide()
+        return np.stack([read_tile(slide, planned.tile, self._plan.tile_size) for planned in tiles])
+
+    def batches(self, batches: Sequence[Sequence[PlannedTile]]) -> Iterator[np.ndarray]:
+        if self._inline:
+            for batch in batches:
+                yield self.read(batch)
+            return
+        pending: deque[Future[np.ndarray]] = deque()
+        upcoming = iter(batches)
+        depth = PREFETCH_BATCHES * self._pool._max_workers
+        for batch in upcoming:
+            pending.append(self._pool.submit(self.read, batch))
+            if len(pending) >= depth:
+                break
+        while pending:
+            images = pending.popleft().result()
+            next_batch = next(upcoming, None)
+            if next_batch is not None:
+                pending.append(self._pool.submit(self.read, next_batch))
+            yield images
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for slide in self._handles:
+            slide.close()
+
+
+def _to_map_resolution(output: TileOutput, map_stride: int, n_channels: int) -> torch.Tensor:
+    """(B, C + 1, h, w) float32 on the output's device: scores averaged to map pixels, then the glass fraction."""
+    scores = output.scores.float()
+    if scores.ndim != 4 or scores.shape[1] != n_channels:
+        raise ValueError(f"predictor returned scores {tuple(scores.shape)}, expected (B, {n_channels}, H, W)")
+    glass = torch.zeros_like(scores[:, :1]) if output.glass is None else output.glass[:, None].to(scores.dtype)
+    stacked = torch.cat([scores, glass], dim=1)
+    return F.avg_pool2d(stacked, map_stride) if map_stride > 1 else stacked
+
+
+def segment_slide(
+    plan: SlideMapPlan,
+    sink: MapSink,
+    predictor: TilePredictor | Callable[[torch.Tensor], TileOutput],
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    workers: int = 2,
+    amp: bool = True,
+    progress: bool = False,
+) -> SegmentStats:
+    """Run the predictor over every tissue tile of a planned slide and write the stitched map band by band.
+
+    Args:
+        plan: from :func:`plan_slide_map`.
+        sink: receives bands ``sink.bands_done, ..., sink.n_bands - 1`` in order; its ``band_height`` must be a
+            multiple of nothing in particular (any height works).
+        predictor: batch of tiles -> :class:`TileOutput`; ``n_channels`` tells the score channels (default 4).
+        device: where the predictor runs; tiles are moved there, stitching stays on the CPU.
+        batch_size: tiles per predictor call.
+        workers: reader threads (0: read in this thread, between batches).
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        progress: show a tqdm bar in tiles, with tiles/s.
+
+    Returns:
+        :class:`SegmentStats`.
+    """
+    started = time.perf_counter()
+    n_channels = int(getattr(predictor, "n_channels", 4))
+    tile_map = plan.tile_map_size
+    if sink.n_bands != math.ceil(plan.shape_hw[0] / sink.band_height):
+        raise ValueError(f"the sink has {sink.n_bands} bands of {sink.band_height} rows for a map of {plan.shape_hw}")
+    first_band = sink.bands_done
+    stitcher = BandStitcher(
+        shape_hw=plan.shape_hw,
+        n_channels=n_channels + 1,
+        band_height=sink.band_height,
+        tile_shape_hw=(tile_map, tile_map),
+        window=blend_window((tile_map, tile_map), plan.overlap // plan.map_stride),
+        first_band=first_band,
+    )
+    origin = first_band * sink.band_height
+    first_needed = next((i for i, t in enumerate(plan.tiles) if t.y0 + tile_map > origin), len(plan.tiles))
+    start = (first_needed // batch_size) * batch_size  # fixed batch boundaries: the same batches as a full run
+    batches = [plan.tiles[i : i + batch_size] for i in range(start, len(plan.tiles), batch_size)]
+    autocast = autocast_settings(device, amp=amp)
+    n_run, n_written, model_seconds = 0, 0, 0.0
+
+    def write(bands: Iterator[Any]) -> int:
+        count = 0
+        for band in bands:
+            y0 = band.index * sink.band_height
+            y1 = y0 + band.values.shape[1]
+            glass = band.values[n_channels] > GLASS_FRACTION
+            is_tissue = band.covered & ~glass & plan.tissue_rows(y0, y1)
+            labels = map_values_from_scores(band.values[:n_channels], is_tissue)
+            sink.write_band(band.index, band.values[:n_channels], labels)
+            count += 1
+        return count
+
+    reader = _TileReader(plan, workers)
+    bar = tqdm(
+        total=len(plan.tiles), initial=start, unit="tile", disable=not progress, desc=plan.source.path.name, leave=False
+    )
+    try:
+        for batch, images in zip(batches, reader.batches(batches), strict=True):
+            n_written += write(stitcher.finished_before(batch[0].y0))
+            tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+            model_started = time.perf_counter()
+            with torch.autocast(**autocast.kwargs):
+                output = predictor(tensor)
+            on_map = _to_map_resolution(output, plan.map_stride, n_channels).cpu().numpy()  # syncs the device
+            model_seconds += time.perf_counter() - model_started
+            for planned, values in zip(batch, on_map, strict=True):
+                n_written += write(stitcher.finished_before(planned.y0))
+                stitcher.add(values, planned.y0, planned.x0)
+            n_run += len(batch)
+            bar.update(len(batch))
+        n_written += write(stitcher.finish())
+    finally:
+        bar.close()
+        reader.close()
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%s: %d tiles (%d run) in %.1f s, %.1f tiles/s, model %.1f s",
+        plan.source.path.name,
+        len(plan.tiles),
+        n_run,
+        seconds,
+        n_run / max(seconds, 1e-9),
+        model_seconds,
+    )
+    return SegmentStats(len(plan.tiles), n_run, n_written, seconds, model_seconds)
