@@ -14,6 +14,7 @@ __all__ = [
     "AugmentConfig",
     "DataConfig",
     "EvaluateConfig",
+    "ImportConfig",
     "InferenceConfig",
     "LossConfig",
     "ModelConfig",
@@ -365,3 +366,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be at least 1")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """``histo-daen import-checkpoint``: a SEAM or MLPS stage-1 checkpoint -> a histo-daen checkpoint.
+
+    The rest of the model config (backbone, width, class count, background channel) is read from the file.
+    """
+
+    classes: str | None = None  # required: a class-set name (luad, bcss) or NAME,NAME,... in fc8 order (no background)
+    variant: Literal["auto", "seam", "cam"] = "auto"  # auto: seam for SEAM files (PCM kept), cam for MLPS files
+    input_normalisation: Literal["auto", "imagenet", "none"] = "auto"  # auto: SEAM imagenet, MLPS none (as trained)
