@@ -39,6 +39,7 @@ for _name, _target in [
     ("synth-dataset", "histo_daen.cli.synth_dataset:synth_dataset_command"),
     ("segment", "histo_daen.cli.segment:segment_command"),
     ("export", "histo_daen.cli.export:export_group"),
+    ("import-checkpoint", "histo_daen.cli.import_checkpoint:import_checkpoint_command"),
 ]:
     register_command(_name, _target)
 
