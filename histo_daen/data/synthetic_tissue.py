@@ -37,6 +37,7 @@ __all__ = [
     "TissueStyle",
     "random_region_map",
     "render_tissue",
+    "smooth_noise",
 ]
 
 # Dataset class indices (histo_daen.classes.LUAD): 0 TE, 1 NEC, 2 LYM, 3 TAS; 4 = white glass / exclude.
@@ -363,6 +364,18 @@ def _point_cells_attribute(
             np.copyto(best_index, neighbour, where=closer)
     values = _lattice_table(u0, v0, width, height, _attribute_key(key, salt)).ravel()
     return np.sqrt(best_d2), values[best_index]
+
+
+def smooth_noise(x_um: np.ndarray, y_um: np.ndarray, *, scale_um: float, seed: int) -> np.ndarray:
+    """Smooth value noise in [0, 1] at points (x, y) in micrometres, features about ``scale_um`` across.
+
+    A pure function of position and seed (any window of a plane agrees with any other), float32, shape of ``x_um``.
+    """
+    x = np.asarray(x_um, dtype=np.float32)
+    y = np.asarray(y_um, dtype=np.float32)
+    if x.size == 0:
+        return np.zeros(x.shape, dtype=np.float32)
+    return _point_value_noise(x.ravel(), y.ravel(), scale_um, _key(seed, 7)).reshape(x.shape)
 
 
 def _smooth_step_edge(signed_um: np.ndarray, edge_um: float) -> np.ndarray:

@@ -124,7 +124,15 @@ class TiffSlideBackend:
         import tiffslide
 
         self._tiffslide = tiffslide
-        self._handle = tiffslide.TiffSlide(path)
+        # tifffile logs each bad IFD offset of a damaged file as a warning; the caller turns the failure into one
+        # clear error, so the library's own lines would only be noise before it.
+        tifffile_logger = logging.getLogger("tifffile")
+        previous_level = tifffile_logger.level
+        tifffile_logger.setLevel(logging.ERROR)
+        try:
+            self._handle = tiffslide.TiffSlide(path)
+        finally:
+            tifffile_logger.setLevel(previous_level)
         self.dimensions = tuple(self._handle.dimensions)
         self.level_dimensions = tuple(tuple(d) for d in self._handle.level_dimensions)
         self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
