@@ -1,0 +1,140 @@
+"""Streaming slide inference: the identity oracle, resolution handling, labels, resume, and clear errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histo_daen.config.schema import InferenceConfig, SegmentConfig
+from histo_daen.errors import ConfigError, MissingResolutionError, NoTissueError
+from histo_daen.inference.slide import CamPredictor, TileOutput, plan_slide_map, segment_slide
+from histo_daen.slide import open_slide
+
+
+class MemorySink:
+    """A map sink that keeps the bands in memory (the real one is the OME-Zarr writer)."""
+
+    def __init__(self, shape_hw: tuple[int, int], n_channels: int, band_height: int) -> None:
+        self.band_height = band_height
+        self.n_bands = math.ceil(shape_hw[0] / band_height)
+        self.scores = np.full((n_channels, *shape_hw), np.nan, dtype=np.float32)
+        self.labels = np.full(shape_hw, 255, dtype=np.uint8)
+        self.order: list[int] = []
+
+    @property
+    def bands_done(self) -> int:
+        return len(self.order)
+
+    def write_band(self, index: int, scores: np.ndarray, labels: np.ndarray) -> None:
+        y0 = index * self.band_height
+        self.scores[:, y0 : y0 + scores.shape[1]] = scores
+        self.labels[y0 : y0 + labels.shape[0]] = labels
+        self.order.append(index)
+
+
+class IdentityModel:
+    """The oracle "model": its class scores are the tile's own RGB channels."""
+
+    n_channels = 3
+
+    def __call__(self, images: torch.Tensor) -> TileOutput:
+        return TileOutput(scores=images)
+
+
+def _plan(path: Path, *, model_mpp: float, tile_size: int = 64, **settings: object):
+    config = SegmentConfig(**{"overlap": 16, "map_stride": 4, "min_tissue": 0.0, **settings})  # type: ignore[arg-type]
+    with open_slide(path) as slide:
+        return plan_slide_map(slide, model_mpp=model_mpp, tile_size=tile_size, config=config)
+
+
+def _segment(plan, sink, predictor, **options: object):
+    return segment_slide(plan, sink, predictor, device=torch.device("cpu"), batch_size=8, workers=2, **options)
+
+
+def test_identity_model_stitched_over_a_slide_gives_back_the_slide(pattern_slide) -> None:
+    path, image = pattern_slide
+    plan = _plan(path, model_mpp=0.5)  # tiles read from level 0 unchanged; a map pixel is 4 x 4 level-0 pixels
+    assert plan.shape_hw == (128, 192) and plan.map_downsample == 4.0
+    sink = MemorySink(plan.shape_hw, 3, band_height=32)
+    stats = _segment(plan, sink, IdentityModel())
+    expected = image.astype(np.float32).reshape(128, 4, 192, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255
+    np.testing.assert_allclose(sink.scores, expected, atol=1e-5)
+    assert sink.order == [0, 1, 2, 3] and stats.n_tiles_run == stats.n_tiles == len(plan.tiles)
+
+
+def test_identity_at_a_coarser_model_resolution_reads_the_pyramid(pattern_slide) -> None:
+    path, image = pattern_slide
+    plan = _plan(path, model_mpp=1.0)  # tiles from level 1 (2x2 means); a map pixel is 8 x 8 level-0 pixels
+    assert plan.shape_hw == (64, 96) and plan.map_downsample == 8.0
+    sink = MemorySink(plan.shape_hw, 3, band_height=16)
+    _segment(plan, sink, IdentityModel())
+    expected = image.astype(np.float32).reshape(64, 8, 96, 8, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255
+    np.testing.assert_allclose(sink.scores, expected, atol=1 / 255)  # level 1 is rounded to uint8
+
+
+def test_resumed_run_writes_only_missing_bands_and_equals_a_full_run(pattern_slide) -> None:
+    path, _ = pattern_slide
+    plan = _plan(path, model_mpp=0.5)
+    full = MemorySink(plan.shape_hw, 3, band_height=32)
+    _segment(plan, full, IdentityModel())
+    resumed = MemorySink(plan.shape_hw, 3, band_height=32)
+    resumed.order = [0, 1]  # two bands already on disk from an interrupted run
+    stats = _segment(plan, resumed, IdentityModel())
+    assert resumed.order == [0, 1, 2, 3] and stats.n_bands_written == 2
+    assert stats.n_tiles_run < stats.n_tiles
+    assert np.array_equal(resumed.scores[:, 64:], full.scores[:, 64:])
+    assert np.array_equal(resumed.labels[64:], full.labels[64:])
+
+
+class OneClassModel:
+    """Scores 1 for LYM everywhere; glass from the MLPS white rule, as CamPredictor reports it."""
+
+    n_channels = 4
+
+    def __call__(self, images: torch.Tensor) -> TileOutput:
+        scores = torch.zeros((images.shape[0], 4, *images.shape[-2:]))
+        scores[:, 2] = 1.0
+        return TileOutput(scores=scores, glass=images.mean(dim=1) > 0.9)
+
+
+def test_labels_are_the_best_class_on_tissue_and_zero_on_glass(half_glass_slide: Path) -> None:
+    plan = _plan(half_glass_slide, model_mpp=0.5)
+    sink = MemorySink(plan.shape_hw, 4, band_height=32)
+    _segment(plan, sink, OneClassModel())
+    # Stain on level-0 columns 0-383 = map columns 0-95; white glass to the right.
+    assert np.all(sink.labels[:, :92] == 3)  # LYM's map value: index 2 + 1
+    assert np.all(sink.labels[:, 100:] == 0)
+    assert np.all(sink.scores[2] == 1.0)  # scores are kept everywhere a tile reached; labels decide tissue
+
+
+def test_blank_slide_has_no_tissue(tmp_path: Path) -> None:
+    from tifffile import imwrite
+
+    path = tmp_path / "blank.tiff"
+    blank = np.full((512, 512, 3), 245, np.uint8)
+    imwrite(path, blank, tile=(256, 256), photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    with pytest.raises(NoTissueError, match=r"blank\.tiff: no tile of 64 px .*lower segment\.min_tissue"):
+        _plan(path, model_mpp=0.5, min_tissue=0.5)
+
+
+def test_slide_without_resolution_asks_for_slide_mpp(tmp_path: Path) -> None:
+    from tifffile import imwrite
+
+    path = tmp_path / "nompp.tiff"
+    imwrite(path, np.full((256, 256, 3), 128, np.uint8), tile=(256, 256), photometric="rgb", metadata=None)
+    with pytest.raises(MissingResolutionError, match=r"nompp\.tiff: .*--slide-mpp"):
+        _plan(path, model_mpp=0.5)
+
+
+def test_map_stride_must_divide_tile_and_overlap(pattern_slide) -> None:
+    with pytest.raises(ConfigError, match=r"map_stride=3 must divide the model's tile size \(64\)"):
+        _plan(pattern_slide[0], model_mpp=0.5, map_stride=3)
+
+
+def test_cam_predictor_refuses_labels_slides_do_not_have() -> None:
+    with pytest.raises(ConfigError, match="label_source=predicted"):
+        CamPredictor(torch.nn.Identity(), 4, InferenceConfig(label_source="dataset"))
