@@ -171,10 +171,14 @@ def _torch_load(path: Path) -> Any:
         # torch.load surfaces a damaged or foreign file as any of a dozen builtin errors (a random binary gives
         # an IndexError, a text file a KeyError); every one means the same thing to the user.
         message = str(err)
-        if "Weights only load failed" in message:
+        # Only a named global is a real refusal; random bytes also fail inside the weights-only unpickler
+        # ("Unsupported operand"), and that is a damaged file, not an unsafe one.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if refused:
             raise WeightsError(
                 path,
-                "holds Python objects that safe loading (torch.load with weights_only=True) refuses, not only tensors",
+                f"holds Python objects ({refused[1]}) that safe loading (torch.load with weights_only=True) refuses, "
+                "not only tensors",
                 "Re-save just the state dict where the file was made: torch.save(model.state_dict(), 'weights.pth').",
             ) from err
         first_line = message.splitlines()[0][:160] if message else "no details"
