@@ -1,0 +1,201 @@
+"""Time and peak memory of the network variants, as ratios against ``seam`` measured in the same run.
+
+For each backbone x input size x precision mode x pass (``forward``: eval mode under ``inference_mode``;
+``train``: train mode, forward + backward of ``logits.sum() + cams_refined.mean()``), every variant runs in a
+fresh process (so peak memory is its own): median wall time per batch over ``--repeats`` calls after
+``--warmup`` calls, and the peak memory of the pass (CPU: peak RSS minus the RSS before the first call; CUDA:
+``max_memory_allocated`` minus the allocation before it). Ratios divide by ``seam`` with the same backbone,
+size, mode and pass, so the cost of the CSM (``daen`` / ``seam``) is a number; mode ratios divide by ``fp32``.
+
+Full-width ResNet38 at batch 8 takes about a minute per forward on two CPU cores, so the default run is
+ResNet38 and ResNet-50 at 224 px with ``seam``, ``daen`` and ``cam``, one call each (about 10 minutes there).
+The paper's full grid:
+
+    python benchmarks/bench_models.py --sizes 224 448 --variants seam daen cm sm cam --device cuda --repeats 5
+    python benchmarks/bench_models.py --backbones resnet50 --modes fp32 channels_last bf16   # do they help?
+
+Nothing here is asserted; the printout is the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MODES = ("fp32", "channels_last", "bf16", "channels_last+bf16")
+PASSES = ("forward", "train")
+
+
+@dataclass(frozen=True)
+class Case:
+    backbone: str
+    variant: str
+    size: int
+    batch: int
+    mode: str
+    pass_name: str
+    width: float
+    device: str
+    warmup: int
+    repeats: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    case: Case
+    seconds: float  # median per call
+    peak_mib: float  # peak memory of the pass above what was held before it
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        resident_pages = int(handle.read().split()[1])
+    return resident_pages * resource.getpagesize() / 2**20
+
+
+def _measure(case: Case) -> Measurement:
+    """Run in a fresh process: build, run warmup + repeats, time each call, read the peak memory."""
+    import torch
+
+    from histo_daen.models import build_model
+
+    if case.threads > 0:
+        torch.set_num_threads(case.threads)
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    model = build_model(variant=case.variant, backbone=case.backbone, width=case.width).to(device)
+    x = torch.rand(case.batch, 3, case.size, case.size, device=device)
+    if "channels_last" in case.mode:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in case.mode)
+    if case.pass_name == "forward":
+        model.eval()
+    else:
+        model.train()
+
+    def one_call() -> None:
+        if case.pass_name == "forward":
+            with torch.inference_mode(), autocast:
+                model(x)
+        else:
+            model.zero_grad(set_to_none=True)
+            with autocast:
+                out = model(x)
+                loss = out.logits.float().sum()
+                if out.cams_refined is not None:
+                    loss = loss + out.cams_refined.float().mean()
+            loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        before = _rss_mib()
+    times = []
+    for index in range(case.warmup + case.repeats):
+        start = time.perf_counter()
+        one_call()
+        if index >= case.warmup:
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss is KiB on Linux
+    return Measurement(case=case, seconds=statistics.median(times), peak_mib=peak)
+
+
+def _run_isolated(case: Case) -> Measurement:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_measure, case).result()
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["resnet38", "resnet50"])
+    parser.add_argument("--variants", nargs="+", default=["seam", "daen", "cam"], help="seam is always added")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[224], help="input side in pixels")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["fp32"])
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
+    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = published networks)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first [default: 0 on cpu, 2 on cuda]")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls; the median is reported")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the rows as CSV here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
+    warmup = args.warmup if args.warmup is not None else (0 if args.device == "cpu" else 2)
+    variants = ["seam", *[v for v in args.variants if v != "seam"]]
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    print(
+        f"torch {torch.__version__}, device {args.device}, {threads} CPU threads, batch {args.batch}, "
+        f"width {args.width}, warmup {warmup}, repeats {args.repeats}"
+    )
+    rows: list[Measurement] = []
+    header = f"{'backbone':<9} {'size':>4} {'mode':<18} {'pass':<7} {'variant':<7} {'s/batch':>8} {'img/s':>7} "
+    header += f"{'peak MiB':>9} {'time/seam':>9} {'mem/seam':>8} {'time/fp32':>9}"
+    print(header)
+    for backbone in args.backbones:
+        for size in args.sizes:
+            for pass_name in args.passes:
+                for mode in args.modes:
+                    for variant in variants:
+                        case = Case(
+                            backbone,
+                            variant,
+                            size,
+                            args.batch,
+                            mode,
+                            pass_name,
+                            args.width,
+                            args.device,
+                            warmup,
+                            args.repeats,
+                            args.threads,
+                        )
+                        result = _run_isolated(case)
+                        rows.append(result)
+                        seam = next(
+                            r
+                            for r in rows
+                            if r.case == Case(**(asdict(case) | {"variant": "seam"}))  # type: ignore[arg-type]
+                        )
+                        fp32 = next((r for r in rows if r.case == Case(**(asdict(case) | {"mode": "fp32"}))), None)  # type: ignore[arg-type]
+                        mode_ratio = f"{result.seconds / fp32.seconds:9.2f}" if fp32 else f"{'-':>9}"
+                        print(
+                            f"{backbone:<9} {size:>4} {mode:<18} {pass_name:<7} {variant:<7} {result.seconds:8.2f} "
+                            f"{args.batch / result.seconds:7.2f} {result.peak_mib:9.0f} "
+                            f"{result.seconds / seam.seconds:9.3f} {result.peak_mib / max(seam.peak_mib, 1e-9):8.3f} "
+                            f"{mode_ratio}",
+                            flush=True,
+                        )
+    if args.output is not None:
+        lines = ["backbone,size,mode,pass,variant,batch,seconds,peak_mib"]
+        lines += [
+            f"{r.case.backbone},{r.case.size},{r.case.mode},{r.case.pass_name},{r.case.variant},{r.case.batch},"
+            f"{r.seconds:.4f},{r.peak_mib:.1f}"
+            for r in rows
+        ]
+        args.output.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
