@@ -39,6 +39,7 @@ class TileConfig:
     tissue_mpp: float = 8.0  # microns per pixel of the thumbnail the tissue mask is computed on
     format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 90
+    png_compression: int = 1  # zlib level 0-9; 1 encodes about 4x faster than 6 for files about 13 % larger
     backend: Backend = "auto"
     slide_mpp: float | None = None  # override for slides with no (or an implausible) resolution in their metadata
 
@@ -55,6 +56,8 @@ class TileConfig:
             raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if not 0 <= self.png_compression <= 9:
+            raise ValueError(f"png_compression must be in [0, 9], got {self.png_compression}")
         if self.slide_mpp is not None and self.slide_mpp <= 0:
             raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
 
