@@ -88,11 +88,33 @@ class FolderLayout:
     label_example: str
 
 
+# Problem kinds: (one, several); {n} is the number of classes, {exclude} the exclude index.
+_KINDS: dict[str, tuple[str, str]] = {
+    "no_label": ("file name without a label", "file names without a label"),
+    "bad_label": ("malformed label (not {n} digits of 0 or 1)", "malformed labels (not {n} digits of 0 or 1)"),
+    "zero_label": (
+        "all-zero label (a patch must show at least one class)",
+        "all-zero labels (a patch must show at least one class)",
+    ),
+    "no_mask": ("image without a mask", "images without a mask"),
+    "no_image": ("mask without an image", "masks without an image"),
+    "unreadable": ("unreadable PNG", "unreadable PNGs"),
+    "colour_mask": (
+        "mask that is a colour image, not class indices",
+        "masks that are colour images, not class indices",
+    ),
+    "mask_size": ("mask whose size differs from its image", "masks whose size differs from their image"),
+    "mask_index": ("mask with an index above {exclude}", "masks with an index above {exclude}"),
+    "no_subfolders": ("split folder without img/ and mask/", "split folders without img/ and mask/"),
+    "empty_split": ("split folder without any .png patch", "split folders without any .png patch"),
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with one file; problems of one kind are reported together."""
 
-    kind: str  # short description of the kind, plural-ready: "file name without a label"
+    kind: str  # a key of _KINDS, e.g. "no_label"
     path: Path
     detail: str = ""
 
@@ -123,13 +145,13 @@ def _label_from_name(
     found = layout.label_bracket.search(path.name)
     if found is None:
         if required:
-            return None, Problem("file name without a label", path)
+            return None, Problem("no_label", path)
         return None, None
     label = layout.parse_label(found.group("inner"))
     if label is None:
-        return None, Problem(f"malformed label (not {len(layout.class_set)} digits of 0 or 1)", path)
+        return None, Problem("bad_label", path)
     if not any(label):
-        return None, Problem("all-zero label (a patch must show at least one class)", path)
+        return None, Problem("zero_label", path)
     return label, None
 
 
@@ -151,16 +173,16 @@ def _scan_labelled(folder: Path, layout: FolderLayout) -> _Scan:
     img_dir, mask_dir = folder / "img", folder / "mask"
     for sub in (img_dir, mask_dir):
         if not sub.is_dir():
-            scan.problems.append(Problem("split folder without img/ and mask/ subfolders", sub))
+            scan.problems.append(Problem("no_subfolders", sub))
     if scan.problems:
         return scan
     images = {p.name: p for p in _pngs(img_dir)}
     masks = {p.name: p for p in _pngs(mask_dir)}
     for name in sorted(set(masks) - set(images)):
-        scan.problems.append(Problem("mask without an image", masks[name]))
+        scan.problems.append(Problem("no_image", masks[name]))
     for name, image in images.items():
         if name not in masks:
-            scan.problems.append(Problem("image without a mask", image))
+            scan.problems.append(Problem("no_mask", image))
             continue
         label, problem = _label_from_name(image, layout, required=False)
         if problem is not None:
@@ -190,7 +212,7 @@ def scan_split(
         raise DatasetError(base, f"has no {aliases} folder", _layout_hint(layout))
     scan = _scan_train(folder, layout) if split == "train" else _scan_labelled(folder, layout)
     if not scan.records and not scan.problems:
-        scan.problems.append(Problem("split folder without any .png patch", folder))
+        scan.problems.append(Problem("empty_split", folder))
     return scan.records, scan.problems
 
 
@@ -202,23 +224,19 @@ def _check_files(record: PatchRecord, layout: FolderLayout) -> list[Problem]:
             size_wh = image.size
             image.verify()  # walks every chunk and its CRC without decoding: catches truncated files
     except (OSError, SyntaxError, ValueError) as err:
-        return [Problem("unreadable PNG", record.image, str(err).replace(f"'{record.image}'", "").strip())]
+        return [Problem("unreadable", record.image, str(err).replace(f"'{record.image}'", "").strip())]
     if record.mask is None:
         return problems
     try:
         mask = read_mask(record.mask)
     except DatasetError as err:
-        kind = "mask that is a colour image, not class indices" if "not a palette" in err.problem else "unreadable PNG"
+        kind = "colour_mask" if "not a palette" in err.problem else "unreadable"
         return [Problem(kind, record.mask)]
     if mask.shape[::-1] != size_wh:
-        problems.append(
-            Problem("mask whose size differs from its image", record.mask, f"{mask.shape[::-1]} vs {size_wh}")
-        )
+        problems.append(Problem("mask_size", record.mask, f"{mask.shape[::-1]} vs {size_wh}"))
     top = int(mask.max()) if mask.size else 0
     if top > layout.class_set.exclude_index:
-        problems.append(
-            Problem(f"mask with an index above {layout.class_set.exclude_index}", record.mask, f"max {top}")
-        )
+        problems.append(Problem("mask_index", record.mask, f"max {top}"))
     return problems
 
 
@@ -229,7 +247,7 @@ def _layout_hint(layout: FolderLayout) -> str:
     )
 
 
-def format_problems(problems: Sequence[Problem], root: Path) -> str:
+def format_problems(problems: Sequence[Problem], root: Path, layout: FolderLayout) -> str:
     """All problems as one line: per kind, a count and the first few files relative to ``root``."""
     by_kind: dict[str, list[Problem]] = {}
     for problem in problems:
@@ -244,15 +262,12 @@ def format_problems(problems: Sequence[Problem], root: Path) -> str:
                 name = str(item.path)
             shown.append(f"{name} ({item.detail})" if item.detail else name)
         more = f" and {len(items) - _SHOWN_PER_PROBLEM} more" if len(items) > _SHOWN_PER_PROBLEM else ""
-        noun = kind if len(items) == 1 else _plural(kind)
+        one, several = _KINDS[kind]
+        noun = (one if len(items) == 1 else several).format(
+            n=len(layout.class_set), exclude=layout.class_set.exclude_index
+        )
         parts.append(f"{len(items)} {noun}: {', '.join(shown)}{more}")
     return "; ".join(parts)
-
-
-def _plural(kind: str) -> str:
-    head, sep, tail = kind.partition(" ")
-    head = head[:-1] + "ies" if head.endswith("y") else (head + "es" if head.endswith("s") else head + "s")
-    return head + sep + tail
 
 
 def check_patch_folder(
@@ -302,7 +317,7 @@ def check_patch_folder(
         raise DatasetError(
             base,
             f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the {layout.title} folder: "
-            + format_problems(problems, base),
+            + format_problems(problems, base, layout),
             "Fix or remove these files, then run again. " + _layout_hint(layout),
         )
     for split, split_records in records.items():

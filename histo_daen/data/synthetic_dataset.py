@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +110,10 @@ def synthetic_patch(
     return SyntheticPatch(image=image, mask=layout.astype(np.uint8), label=tuple(int(p) for p in present))
 
 
+def _patch_rng(seed: int, split: str, number: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_KEYS[split], number])
+
+
 def _patch_stem(rng: np.random.Generator, number: int, patch_size: int) -> str:
     """``{patient}-{x}-{y}`` as in LUAD-HistoSeg; x grows with the patch number, so stems are unique per split."""
     patient = int(rng.integers(1_000_000, 10_000_000))
@@ -116,7 +123,8 @@ def _patch_stem(rng: np.random.Generator, number: int, patch_size: int) -> str:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     with atomic_write(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        # Level 1: about 3x faster than Pillow's default 6 for ~15 % larger files; the dataset is regenerable.
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
 
 
 def write_synthetic_luad(
@@ -131,6 +139,7 @@ def write_synthetic_luad(
     glass_probability: float = 0.5,
     mean_region_um: float = 110.0,
     style: TissueStyle | None = None,
+    workers: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> SyntheticDataset:
@@ -147,6 +156,7 @@ def write_synthetic_luad(
         mpp: microns per pixel (LUAD: about 1).
         glass_probability, mean_region_um: see :func:`synthetic_patch`.
         style: the renderer's difficulty knobs (default :class:`TissueStyle`).
+        workers: processes drawing patches (default: all cores; 0 or 1: this process).
         overwrite: replace an existing ``output_dir``.
         progress: tqdm bar.
 
@@ -163,25 +173,37 @@ def write_synthetic_luad(
     counts = {"train": n_train, "val": n_val, "test": n_test}
     total = sum(counts.values())
     style = style or TissueStyle()
-    with atomic_dir(target) as partial, tqdm(total=total, unit="patch", disable=not progress) as bar:
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    with atomic_dir(target) as building, tqdm(total=total, unit="patch", disable=not progress) as bar:
+        jobs = []
         for split, count in counts.items():
-            folders = _split_folders(partial, split)
+            folders = _split_folders(building, split)
             # Patches of a killed run (files are written atomically, so a present file is complete).
             done = {p.name.split("-[")[0].removesuffix(".png") for p in folders[-1].iterdir()}
             for number in range(count):
-                _write_one(
-                    done,
-                    folders,
-                    split,
-                    number,
-                    seed=seed,
-                    patch_size=patch_size,
-                    mpp=mpp,
-                    glass_probability=glass_probability,
-                    mean_region_um=mean_region_um,
-                    style=style,
-                )
+                if _patch_stem(_patch_rng(seed, split, number), number, patch_size) in done:
+                    bar.update(1)
+                else:
+                    jobs.append((tuple(folders), split, number))
+        write = partial(
+            _write_job,
+            seed=seed,
+            patch_size=patch_size,
+            mpp=mpp,
+            glass_probability=glass_probability,
+            mean_region_um=mean_region_um,
+            style=style,
+        )
+        if n_workers <= 1 or len(jobs) < 2 * n_workers:
+            for job in jobs:
+                write(job)
                 bar.update(1)
+        else:
+            # spawn, not fork: the caller may hold threads (torch, OpenMP) that a forked child would inherit locked.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+                for _ in pool.map(write, jobs, chunksize=8):
+                    bar.update(1)
         settings = {
             "generator": "histo-daen synth-dataset",
             "histo_daen_version": __version__,
@@ -193,8 +215,8 @@ def write_synthetic_luad(
             "mean_region_um": mean_region_um,
             "style": asdict(style),
         }
-        atomic_write_text(partial / "synthetic_dataset.json", json.dumps(settings, indent=2) + "\n")
-        atomic_write_text(partial / "Readme.txt", _README.format(**counts, seed=seed, mpp=mpp, size=patch_size))
+        atomic_write_text(building / "synthetic_dataset.json", json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(building / "Readme.txt", _README.format(**counts, seed=seed, mpp=mpp, size=patch_size))
     logger.info("wrote %d synthetic patches to %s", total, target)
     return SyntheticDataset(root=target, n_train=n_train, n_val=n_val, n_test=n_test)
 
@@ -210,11 +232,8 @@ def _split_folders(root: Path, split: str) -> Sequence[Path]:
     return (image_dir, mask_dir)
 
 
-def _write_one(
-    done: set[str],
-    folders: Sequence[Path],
-    split: str,
-    number: int,
+def _write_job(
+    job: tuple[tuple[Path, ...], str, int],
     *,
     seed: int,
     patch_size: int,
@@ -223,10 +242,9 @@ def _write_one(
     mean_region_um: float,
     style: TissueStyle,
 ) -> None:
-    rng = np.random.default_rng([seed, _SPLIT_KEYS[split], number])
+    folders, split, number = job
+    rng = _patch_rng(seed, split, number)
     stem = _patch_stem(rng, number, patch_size)  # drawn first: a resumed run knows it without rendering
-    if stem in done:
-        return
     patch = synthetic_patch(
         rng,
         patch_size=patch_size,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from histo_daen.config.schema import AugmentConfig
 
@@ -49,20 +49,25 @@ def apply_dihedral(array: np.ndarray, *, quarter_turns: int, mirror: bool) -> np
 
 
 def hed_jitter(image: np.ndarray, scales: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Stain augmentation: scale and shift each of the H, E, D stain concentrations, then back to RGB.
+    """Stain augmentation: scale and shift each of the H, E, D stain optical densities, then back to RGB.
+
+    Uses Ruifrok & Johnston's stain matrix (scikit-image's ``hed_from_rgb``) but, unlike ``rgb2hed``, does not clip
+    negative stain amounts, so neutral parameters give the image back (to rounding) for any colour.
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        scales: (3,) multipliers of the H, E, D concentrations (1 = unchanged).
-        shifts: (3,) offsets added to the concentrations, in skimage's ``rgb2hed`` units.
+        scales: (3,) multipliers of the H, E, D optical densities (1 = unchanged).
+        shifts: (3,) optical densities added to H, E, D (0 = unchanged; 0.05 is a light change).
 
     Returns:
-        (H, W, 3) uint8 RGB. White stays white when scales are 1 and shifts 0.
+        (H, W, 3) uint8 RGB.
     """
-    hed = rgb2hed(image)  # float64 stain concentrations
-    hed = hed * scales.reshape(1, 1, 3) + shifts.reshape(1, 1, 3)
-    rgb = hed2rgb(hed)  # float in [0, 1]
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    rgb = np.maximum(image.astype(np.float32), 1.0) / 255.0
+    optical_density = -np.log(rgb)  # (H, W, 3) Beer-Lambert
+    stains = optical_density @ hed_from_rgb.astype(np.float32)
+    stains = stains * scales.astype(np.float32) + shifts.astype(np.float32)
+    out = np.exp(-(stains @ rgb_from_hed.astype(np.float32))) * 255.0
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _jitter(image: np.ndarray, factors: tuple[float, ...]) -> np.ndarray:
