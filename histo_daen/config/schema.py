@@ -172,7 +172,9 @@ class EvaluateConfig:
 def _slide_inference() -> InferenceConfig:
     # One view per tile: a slide has thousands of tiles, and SEAM's 8 views (4 scales x flip) cost about 15 times
     # the compute of one. Set inference.scales / inference.flip to evaluate's values to match it exactly.
-    return InferenceConfig(scales=(1.0,), flip=False)
+    # No white-glass rule: on slides the tissue mask decides what is tissue (reference.md §5.4); the rule would also
+    # cut pale stroma and alveolar spaces out of the tissue. inference.white_exclude=true brings it back.
+    return InferenceConfig(scales=(1.0,), flip=False, white_exclude=False)
 
 
 @dataclass(frozen=True)
