@@ -1,18 +1,23 @@
 """Time and peak memory of the network variants, as ratios against ``seam`` measured in the same run.
 
-For each backbone x input size x precision mode x pass (``forward``: eval mode under ``inference_mode``;
-``train``: train mode, forward + backward of ``logits.sum() + cams_refined.mean()``), every variant runs in a
-fresh process (so peak memory is its own): median wall time per batch over ``--repeats`` calls after
-``--warmup`` calls, and the peak memory of the pass (CPU: peak RSS minus the RSS before the first call; CUDA:
-``max_memory_allocated`` minus the allocation before it). Ratios divide by ``seam`` with the same backbone,
-size, mode and pass, so the cost of the CSM (``daen`` / ``seam``) is a number; mode ratios divide by ``fp32``.
+For each backbone x input size x pass (``forward``: eval mode under ``inference_mode``; ``train``: train mode,
+forward + backward of ``logits.sum() + cams_refined.mean()``) x precision mode, every variant runs in a fresh
+process (so peak memory is its own): ``--warmup`` untimed calls, then ``--repeats`` timed calls (median wall
+time and process CPU time per batch), and the peak memory of the pass (CPU: peak RSS minus the RSS before the
+first call; CUDA: ``max_memory_allocated`` minus the allocation before it). With ``--rounds`` > 1 the variants
+are measured in turn, round after round, and each round's ratio against ``seam`` (measured minutes apart at
+most) is kept; the table shows medians. Ratios divide by ``seam`` with the same backbone, size, mode and pass, so
+the cost of the CSM (``daen`` / ``seam``) is a number; ``t/fp32`` divides by the ``fp32`` mode.
 
-Full-width ResNet38 at batch 8 takes about a minute per forward on two CPU cores, so the default run is
-ResNet38 and ResNet-50 at 224 px with ``seam``, ``daen`` and ``cam``, one call each (about 10 minutes there).
-The paper's full grid:
+CPU seconds (``cpu s``) are the process's own CPU time: on a machine shared with other jobs they vary much less
+than wall time, which counts the time other processes held the cores.
+
+Full-width ResNet38 at batch 8 takes about a minute per forward on two idle CPU cores, so the default run is
+ResNet38 and ResNet-50 at 224 px with ``seam``, ``daen`` and ``cam``, one call each. The paper's full grid and
+the precision question:
 
     python benchmarks/bench_models.py --sizes 224 448 --variants seam daen cm sm cam --device cuda --repeats 5
-    python benchmarks/bench_models.py --backbones resnet50 --modes fp32 channels_last bf16   # do they help?
+    python benchmarks/bench_models.py --backbones resnet50 --modes fp32 channels_last bf16 channels_last+bf16
 
 Nothing here is asserted; the printout is the result.
 """
@@ -50,7 +55,8 @@ class Case:
 @dataclass(frozen=True)
 class Measurement:
     case: Case
-    seconds: float  # median per call
+    seconds: float  # median wall time per call
+    cpu_seconds: float  # median process CPU time per call (all threads)
     peak_mib: float  # peak memory of the pass above what was held before it
 
 
@@ -102,17 +108,20 @@ def _measure(case: Case) -> Measurement:
         before = torch.cuda.memory_allocated(device) / 2**20
     else:
         before = _rss_mib()
-    times = []
+    times, cpu_times = [], []
     for index in range(case.warmup + case.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         one_call()
         if index >= case.warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss is KiB on Linux
-    return Measurement(case=case, seconds=statistics.median(times), peak_mib=peak)
+    return Measurement(
+        case=case, seconds=statistics.median(times), cpu_seconds=statistics.median(cpu_times), peak_mib=peak
+    )
 
 
 def _run_isolated(case: Case) -> Measurement:
@@ -132,10 +141,15 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = published networks)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first [default: 0 on cpu, 2 on cuda]")
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls; the median is reported")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per process; the median is reported")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the variants in turn this many times")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--output", type=Path, default=None, help="also write the rows as CSV here")
     return parser.parse_args()
+
+
+def _same_but(case: Case, **changes: object) -> Case:
+    return Case(**(asdict(case) | changes))  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -145,53 +159,53 @@ def main() -> None:
     import torch
 
     threads = args.threads or torch.get_num_threads()
+    with open("/proc/loadavg") as handle:
+        load = " ".join(handle.read().split()[:3])
     print(
         f"torch {torch.__version__}, device {args.device}, {threads} CPU threads, batch {args.batch}, "
-        f"width {args.width}, warmup {warmup}, repeats {args.repeats}"
+        f"width {args.width}, warmup {warmup}, repeats {args.repeats}, rounds {args.rounds}, load average {load}"
     )
-    rows: list[Measurement] = []
-    header = f"{'backbone':<9} {'size':>4} {'mode':<18} {'pass':<7} {'variant':<7} {'s/batch':>8} {'img/s':>7} "
-    header += f"{'peak MiB':>9} {'time/seam':>9} {'mem/seam':>8} {'time/fp32':>9}"
+    header = f"{'backbone':<9} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
+    header += f"{'cpu s':>7} {'peak MiB':>8} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
     print(header)
+    rows: list[Measurement] = []
     for backbone in args.backbones:
         for size in args.sizes:
             for pass_name in args.passes:
-                for mode in args.modes:
-                    for variant in variants:
-                        case = Case(
-                            backbone,
-                            variant,
-                            size,
-                            args.batch,
-                            mode,
-                            pass_name,
-                            args.width,
-                            args.device,
-                            warmup,
-                            args.repeats,
-                            args.threads,
-                        )
-                        result = _run_isolated(case)
-                        rows.append(result)
-                        seam = next(
-                            r
-                            for r in rows
-                            if r.case == Case(**(asdict(case) | {"variant": "seam"}))  # type: ignore[arg-type]
-                        )
-                        fp32 = next((r for r in rows if r.case == Case(**(asdict(case) | {"mode": "fp32"}))), None)  # type: ignore[arg-type]
-                        mode_ratio = f"{result.seconds / fp32.seconds:9.2f}" if fp32 else f"{'-':>9}"
-                        print(
-                            f"{backbone:<9} {size:>4} {mode:<18} {pass_name:<7} {variant:<7} {result.seconds:8.2f} "
-                            f"{args.batch / result.seconds:7.2f} {result.peak_mib:9.0f} "
-                            f"{result.seconds / seam.seconds:9.3f} {result.peak_mib / max(seam.peak_mib, 1e-9):8.3f} "
-                            f"{mode_ratio}",
-                            flush=True,
-                        )
+                combo: dict[Case, list[Measurement]] = {}
+                for _ in range(args.rounds):
+                    for mode in args.modes:
+                        for variant in variants:
+                            case = Case(
+                                backbone, variant, size, args.batch, mode, pass_name, args.width, args.device,
+                                warmup, args.repeats, args.threads,
+                            )  # fmt: skip
+                            combo.setdefault(case, []).append(_run_isolated(case))
+                for case, results in combo.items():
+                    rows.extend(results)
+                    seam = combo[_same_but(case, variant="seam")]
+                    fp32 = combo.get(_same_but(case, mode="fp32"))
+                    pairs = list(zip(results, seam, strict=True))
+                    time_ratio = statistics.median(r.seconds / s.seconds for r, s in pairs)
+                    cpu_ratio = statistics.median(r.cpu_seconds / s.cpu_seconds for r, s in pairs)
+                    mem_ratio = statistics.median(r.peak_mib / max(s.peak_mib, 1e-9) for r, s in pairs)
+                    mode_ratio = "-"
+                    if fp32 is not None:
+                        per_round = [r.seconds / f.seconds for r, f in zip(results, fp32, strict=True)]
+                        mode_ratio = f"{statistics.median(per_round):.2f}"
+                    seconds = statistics.median(r.seconds for r in results)
+                    print(
+                        f"{backbone:<9} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} {seconds:8.2f} "
+                        f"{args.batch / seconds:6.2f} {statistics.median(r.cpu_seconds for r in results):7.1f} "
+                        f"{statistics.median(r.peak_mib for r in results):8.0f} {time_ratio:6.3f} {cpu_ratio:8.3f} "
+                        f"{mem_ratio:8.3f} {mode_ratio:>6}",
+                        flush=True,
+                    )
     if args.output is not None:
-        lines = ["backbone,size,mode,pass,variant,batch,seconds,peak_mib"]
+        lines = ["backbone,size,pass,mode,variant,batch,seconds,cpu_seconds,peak_mib"]
         lines += [
-            f"{r.case.backbone},{r.case.size},{r.case.mode},{r.case.pass_name},{r.case.variant},{r.case.batch},"
-            f"{r.seconds:.4f},{r.peak_mib:.1f}"
+            f"{r.case.backbone},{r.case.size},{r.case.pass_name},{r.case.mode},{r.case.variant},{r.case.batch},"
+            f"{r.seconds:.4f},{r.cpu_seconds:.4f},{r.peak_mib:.1f}"
             for r in rows
         ]
         args.output.write_text("\n".join(lines) + "\n")
