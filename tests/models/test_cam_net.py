@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -100,6 +101,28 @@ def test_heads_are_initialised_as_the_reference() -> None:
     assert model.f9.weight.abs().max() > (6 / (195 + 192)) ** 0.5  # ... and really wider than gain 1
     assert all(getattr(model, name).bias is None for name in ("fc8", "f8_3", "f8_4", "f9"))
     assert (model.f8_3.in_channels, model.f8_3.out_channels, model.f8_4.out_channels) == (128, 64, 128)
+
+
+def test_full_width_daen_has_the_reference_parameter_count() -> None:
+    # reference.md 1.2, LUAD heads: backbone 105,070,912 + fc8 4096 -> 5 (20,480) + PCM (201,280) = 105,292,672
+    # for SEAM; + CSM 2,097,250 = 107,389,922 for DAEN.
+    model = build_model(variant="daen", backbone="resnet38")
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 107_389_922
+    assert total - sum(p.numel() for p in model.csm.parameters()) == 105_292_672
+    assert sum(p.numel() for name in ("f8_3", "f8_4", "f9") for p in getattr(model, name).parameters()) == 201_280
+
+
+def test_deep_copy_keeps_backbone_and_network_in_step() -> None:
+    model = tiny().eval()
+    clone = copy.deepcopy(model)
+    assert clone.backbone.conv1a is clone.conv1a and clone.conv1a is not model.conv1a
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x).cams
+        clone.conv1a.weight.zero_()  # the clone's forward must see this, the original's must not
+        assert not torch.equal(clone(x).cams, before)
+        assert torch.equal(model(x).cams, before)
 
 
 def test_state_dict_uses_the_seam_keys_without_prefix() -> None:
