@@ -13,8 +13,10 @@ caller's business). Neither library's quirks leak out:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -115,6 +117,22 @@ class OpenSlideBackend:
         self._handle.close()
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log while it parses or decodes.
+
+    tifffile logs every bad IFD offset of a damaged file ("invalid page offset"); the caller turns the failure into
+    one clear error naming the file, so the library's lines would only be noise before it.
+    """
+    tifffile_logger = logging.getLogger("tifffile")
+    previous_level = tifffile_logger.level
+    tifffile_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        tifffile_logger.setLevel(previous_level)
+
+
 class TiffSlideBackend:
     """A ``tiffslide.TiffSlide`` handle. Opened per process: a handle shared across ``fork`` reads garbage."""
 
@@ -124,19 +142,12 @@ class TiffSlideBackend:
         import tiffslide
 
         self._tiffslide = tiffslide
-        # tifffile logs each bad IFD offset of a damaged file as a warning; the caller turns the failure into one
-        # clear error, so the library's own lines would only be noise before it.
-        tifffile_logger = logging.getLogger("tifffile")
-        previous_level = tifffile_logger.level
-        tifffile_logger.setLevel(logging.ERROR)
-        try:
+        with _quiet_tifffile():
             self._handle = tiffslide.TiffSlide(path)
-        finally:
-            tifffile_logger.setLevel(previous_level)
-        self.dimensions = tuple(self._handle.dimensions)
-        self.level_dimensions = tuple(tuple(d) for d in self._handle.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
-        self.properties = dict(self._handle.properties)
+            self.dimensions = tuple(self._handle.dimensions)
+            self.level_dimensions = tuple(tuple(d) for d in self._handle.level_dimensions)
+            self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
+            self.properties = dict(self._handle.properties)
         vendor = self.properties.get(tiffslide.PROPERTY_NAME_VENDOR)
         self.vendor = None if vendor is None else str(vendor)
 
@@ -154,7 +165,8 @@ class TiffSlideBackend:
         x_level = math.floor(xy_level0[0] / downsample)
         y_level = math.floor(xy_level0[1] / downsample)
         inside = x_level >= 0 and y_level >= 0 and x_level + width <= level_width and y_level + height <= level_height
-        pixels = self._handle.read_region(xy_level0, level, size_wh, as_array=True)
+        with _quiet_tifffile():
+            pixels = self._handle.read_region(xy_level0, level, size_wh, as_array=True)
         if pixels.ndim == 2:
             pixels = np.repeat(pixels[..., None], 3, axis=2)
         if pixels.shape[2] == 4:

@@ -1,0 +1,538 @@
+"""``histo-daen tile`` as library calls: tile one slide (:func:`tile_slide`) or a cohort (:func:`tile_slides`).
+
+Per slide, under the output folder::
+
+    <stem>/manifest.csv      one row per tile (level-0 box, tissue fraction, file, size, SHA-256)
+    <stem>/manifest.json     slide identity, parameters, grid, counts, package version
+    <stem>/config.yaml       the resolved TileConfig
+    <stem>/tiles/            <stem>_x<X>_y<Y>.png (or .jpg)
+    <stem>/thumbnail.png     the slide at the tissue mask's resolution
+    <stem>/tissue_mask.png   the tissue mask (white = tissue), same size
+    <stem>/tiles.png         the thumbnail with the tissue outline and the kept tiles drawn on it
+
+Resumable and atomic: a job builds ``<stem>.partial/``, writes every file atomically, journals each tile, and
+renames the folder to ``<stem>/`` only when the manifest is written, so a killed job never leaves a folder a
+later run mistakes for complete. A rerun with equal parameters finishes an interrupted job (tiles journaled and
+verified are kept) or, on a complete folder, verifies every tile against the manifest and rewrites only broken
+ones; with different parameters it stops and names what changed, unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
+
+from histo_daen import __version__
+from histo_daen.atomic import atomic_write, partial_dir_for
+from histo_daen.cohort import Shard, shard_items
+from histo_daen.config import dump_config, to_plain_dict
+from histo_daen.config.schema import TileConfig
+from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
+from histo_daen.slide import Slide, open_slide
+from histo_daen.slide.discovery import find_slides
+from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, write_tile
+from histo_daen.tiling.grid import TileGrid, tile_grid
+from histo_daen.tiling.manifest import (
+    FORMAT_VERSION,
+    JOURNAL_NAME,
+    MANIFEST_CSV,
+    MANIFEST_JSON,
+    ManifestRow,
+    append_journal,
+    changed_fields,
+    read_header,
+    read_journal,
+    read_manifest,
+    write_header,
+    write_manifest,
+)
+
+__all__ = ["TILES_FOLDER", "CohortTilingResult", "SlideFailure", "SlideTilingResult", "tile_slide", "tile_slides"]
+
+logger = logging.getLogger(__name__)
+
+TILES_FOLDER = "tiles"
+_PICTURE_SIDE = 2048  # the overview pictures are at most this big
+
+
+@dataclass(frozen=True)
+class SlideTilingResult:
+    """What tiling one slide did.
+
+    Attributes:
+        slide_path: the slide.
+        output_dir: its folder (``<output>/<stem>``).
+        manifest_path: ``output_dir / "manifest.csv"``.
+        n_tiles: tiles in the manifest.
+        n_written: tiles this call wrote.
+        n_skipped: tiles already present and verified.
+        tissue_area_mm2: tissue area found.
+    """
+
+    slide_path: Path
+    output_dir: Path
+    manifest_path: Path
+    n_tiles: int
+    n_written: int
+    n_skipped: int
+    tissue_area_mm2: float
+
+    def summary(self) -> str:
+        """The one line the CLI prints for this slide."""
+        return (
+            f"{self.slide_path.name}: {self.n_written} tiles written, {self.n_skipped} skipped (already present), "
+            f"tissue {self.tissue_area_mm2:.2f} mm² -> {self.manifest_path}"
+        )
+
+
+@dataclass(frozen=True)
+class SlideFailure:
+    """A slide (or input) that could not be tiled, and why."""
+
+    path: Path
+    error: HistoDaenError
+
+
+@dataclass(frozen=True)
+class CohortTilingResult:
+    """All slides of one :func:`tile_slides` call: tiled ones and failures (inputs that were unusable included)."""
+
+    results: tuple[SlideTilingResult, ...] = ()
+    failures: tuple[SlideFailure, ...] = field(default_factory=tuple)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.results) + len(self.failures)
+
+
+def _parameters(config: TileConfig, slide: Slide) -> dict[str, Any]:
+    """What decides the tiles' content; a rerun must match all of it to resume."""
+    parameters = to_plain_dict(config)
+    parameters["slide_mpp"] = slide.mpp  # the value used, from the file or the override
+    return parameters
+
+
+def _header(slide: Slide, config: TileConfig, grid: TileGrid, n_tiles: int) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "histo_daen_version": __version__,
+        "slide": slide.identity(),
+        "parameters": _parameters(config, slide),
+        "grid": {
+            "downsample": grid.downsample,
+            "level": grid.level,
+            "level_downsample": slide.level_downsamples[grid.level],
+            "tile_size_level0": grid.tile_size_level0,
+            "stride_level0": grid.stride * grid.downsample,
+            "n_cols": grid.n_cols,
+            "n_rows": grid.n_rows,
+            "tissue_downsample": grid.tissue_downsample,
+        },
+        "n_tiles": n_tiles,
+        "tissue_area_mm2": round(grid.tissue_area_mm2, 6),
+        "files": {"manifest": MANIFEST_CSV, "tiles": TILES_FOLDER + "/", "config": "config.yaml"},
+    }
+
+
+def _describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in ((k, *v) for k, v in changes.items()))
+
+
+def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
+    """A tile file is there, has the recorded size and the recorded SHA-256."""
+    try:
+        if path.stat().st_size != n_bytes:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except OSError:
+        return False
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there, or say what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise PathError(folder, "is a file, not a folder", "Choose a folder for --output.") from None
+    except NotADirectoryError:
+        raise PathError(folder, "cannot be created: part of the path is a file", "Choose another --output.") from None
+    except OSError as err:
+        raise PathError(
+            folder, f"cannot be written ({err.strerror})", "Choose another --output folder or fix its permissions."
+        ) from err
+
+
+def _overview_pictures(folder: Path, slide: Slide, grid: TileGrid) -> None:
+    """thumbnail.png, tissue_mask.png and tiles.png (the thumbnail with the tissue outline and tile boxes)."""
+    thumbnail = slide.downsampled(grid.tissue_downsample)
+    mask = grid.tissue_mask
+    scale = min(1.0, _PICTURE_SIDE / max(thumbnail.shape[:2]))
+    size_wh = (max(1, round(thumbnail.shape[1] * scale)), max(1, round(thumbnail.shape[0] * scale)))
+    thumb_image = Image.fromarray(thumbnail).resize(size_wh, Image.Resampling.BOX)
+    mask_image = Image.fromarray(mask.astype(np.uint8) * 255).resize(size_wh, Image.Resampling.NEAREST)
+    for name, image in (("thumbnail.png", thumb_image), ("tissue_mask.png", mask_image)):
+        with atomic_write(folder / name) as tmp:
+            image.save(tmp, format="PNG")
+    overview = thumb_image.convert("RGB")
+    draw = ImageDraw.Draw(overview)
+    pixels_per_level0 = size_wh[0] / slide.dimensions[0]
+    for tile in grid.tiles:
+        x, y, width, height = (value * pixels_per_level0 for value in tile.box_level0)
+        draw.rectangle((x, y, x + width - 1, y + height - 1), outline=(40, 90, 220))
+    edge = np.asarray(mask_image) > 0
+    eroded = np.asarray(Image.fromarray(edge.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(3))) > 0
+    outline = edge & ~eroded
+    pixels = np.array(overview)
+    pixels[outline] = (20, 170, 60)
+    with atomic_write(folder / "tiles.png") as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+
+
+def _stale_temporaries(folder: Path) -> None:
+    """Remove the ``.tmp-*`` files a killed job left (atomic writes that never finished)."""
+    if folder.is_dir():
+        for leftover in folder.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)
+
+
+def tile_slide(
+    slide_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: TileConfig | None = None,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    progress_label: str = "",
+) -> SlideTilingResult:
+    """Find the tissue on one slide, cut it into tiles at ``config.target_mpp`` and write them with a manifest.
+
+    Args:
+        slide_path: the slide file.
+        output: the cohort output folder; this slide's files go to ``output / <slide stem>``.
+        config: tiling settings (defaults: :class:`~histo_daen.config.schema.TileConfig`).
+        workers: reader processes (None: all cores; 0: in this process).
+        overwrite: replace an existing output made with other parameters.
+        progress: show a tqdm bar.
+        progress_label: text before the bar (e.g. ``"[2/10] slide.svs"``).
+
+    Returns:
+        Counts and paths (see :class:`SlideTilingResult`).
+
+    Raises:
+        SlideError: the slide cannot be opened, is corrupt, or is smaller than one tile.
+        MissingResolutionError: no usable mpp and no ``config.slide_mpp``.
+        NoTissueError: no tissue, or no tile with enough of it.
+        OutputExistsError: the output exists with other parameters (or is not a tiling output) and not ``overwrite``.
+        PathError: the output folder cannot be written.
+    """
+    config = config or TileConfig()
+    output = Path(output)
+    with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
+        slide.require_mpp()
+        grid = tile_grid(
+            slide,
+            target_mpp=config.target_mpp,
+            tile_size=config.tile_size,
+            overlap=config.overlap,
+            min_tissue=config.min_tissue,
+            tissue_mpp=config.tissue_mpp,
+        )
+        if not grid.tissue_mask.any():
+            raise NoTissueError(
+                slide.path,
+                "no tissue found: the thumbnail is blank glass (no stained pixels)",
+                "Check that this is the right slide; faint stains may need a lower tissue threshold.",
+            )
+        if not grid.tiles:
+            raise NoTissueError(
+                slide.path,
+                f"has {grid.tissue_area_mm2:.3f} mm² of tissue, but no {config.tile_size}-px tile at "
+                f"{config.target_mpp:g} um/px is {config.min_tissue:.0%} tissue",
+                "Lower --min-tissue or --tile-size.",
+            )
+        _check_writable(output)
+        return _tile_into(slide, grid, output, config, workers, overwrite, progress, progress_label)
+
+
+def _tile_into(
+    slide: Slide,
+    grid: TileGrid,
+    output: Path,
+    config: TileConfig,
+    workers: int | None,
+    overwrite: bool,
+    progress: bool,
+    progress_label: str,
+) -> SlideTilingResult:
+    stem = slide.path.stem
+    final = output / stem
+    partial_dir = partial_dir_for(final)
+    header = _header(slide, config, grid, len(grid.tiles))
+    writer = TileWriter(
+        folder=partial_dir / TILES_FOLDER,
+        name_prefix=stem,
+        tile_size=config.tile_size,
+        fmt=config.format,
+        jpeg_quality=config.jpeg_quality,
+        png_compression=config.png_compression,
+    )
+    if final.exists():
+        stored = read_header(final / MANIFEST_JSON)
+        if stored is None or not (final / MANIFEST_CSV).is_file():
+            if not overwrite:
+                raise OutputExistsError(
+                    final,
+                    "exists but is not a complete histo-daen tiling output (no manifest)",
+                    "Pass --overwrite to replace it, or choose another --output.",
+                )
+        else:
+            changes = changed_fields(stored, header)
+            if not changes:
+                complete_writer = dataclasses.replace(writer, folder=final / TILES_FOLDER)
+                return _verify_complete(
+                    slide, grid, config, final, header, complete_writer, workers, progress, progress_label
+                )
+            if not overwrite:
+                raise OutputExistsError(
+                    final,
+                    f"was tiled with other settings ({_describe_changes(changes)})",
+                    "Pass --overwrite to replace it, or choose another --output.",
+                )
+    if partial_dir.exists():
+        stored = read_header(partial_dir / MANIFEST_JSON)
+        changes = changed_fields(stored, header) if stored is not None else {"unfinished job": ("?", "this one")}
+        if changes:
+            if not overwrite:
+                raise OutputExistsError(
+                    partial_dir,
+                    f"holds an unfinished job with other settings ({_describe_changes(changes)})",
+                    "Rerun with the same settings to finish it, or pass --overwrite to start over.",
+                )
+            shutil.rmtree(partial_dir)
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    tiles_dir = writer.folder
+    tiles_dir.mkdir(exist_ok=True)
+    _stale_temporaries(tiles_dir)
+    write_header(partial_dir / MANIFEST_JSON, header)
+    journal_path = partial_dir / JOURNAL_NAME
+    journal = read_journal(journal_path)
+    records: dict[int, tuple[int, str]] = {}
+    todo: list[int] = []
+    for index, tile in enumerate(grid.tiles):
+        entry = journal.get(index)
+        if entry is not None and _verify(tiles_dir / writer.file_name(tile), *entry):
+            records[index] = entry
+        else:
+            todo.append(index)
+    n_skipped = len(records)
+    if n_skipped:
+        logger.info("%s: resuming, %d of %d tiles already written", slide.path.name, n_skipped, len(grid.tiles))
+    _write_tiles(slide, grid, writer, todo, records, journal_path, workers, progress, progress_label)
+    _finish(slide, grid, config, partial_dir, header, writer, records)
+    if final.exists():  # --overwrite of a complete output: swap, then delete the old one
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+        os.replace(partial_dir, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial_dir, final)
+    (final / JOURNAL_NAME).unlink(missing_ok=True)
+    return SlideTilingResult(
+        slide.path, final, final / MANIFEST_CSV, len(grid.tiles), len(todo), n_skipped, grid.tissue_area_mm2
+    )
+
+
+def _write_tiles(
+    slide: Slide,
+    grid: TileGrid,
+    writer: TileWriter,
+    todo: Sequence[int],
+    records: dict[int, tuple[int, str]],
+    journal_path: Path | None,
+    workers: int | None,
+    progress: bool,
+    progress_label: str,
+) -> None:
+    """Write the tiles ``todo`` (indices into the grid) in worker processes, journaling each one."""
+    if not todo:
+        return
+    tiles = [grid.tiles[index] for index in todo]
+    position = {tile: index for index, tile in zip(todo, tiles, strict=True)}
+    bar = tqdm(
+        total=len(grid.tiles),
+        initial=len(grid.tiles) - len(todo),
+        unit="tile",
+        desc=progress_label or slide.path.name,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    batch: list[tuple[int, int, str]] = []
+    with bar:
+        for written in map_tiles(slide.source(), tiles, partial(write_tile, writer), workers=workers):
+            assert isinstance(written, TileFile)
+            index = position[written.tile]
+            records[index] = (written.n_bytes, written.sha256)
+            batch.append((index, written.n_bytes, written.sha256))
+            if len(batch) >= 32 and journal_path is not None:
+                append_journal(journal_path, batch)
+                batch.clear()
+            bar.update(1)
+        if journal_path is not None:
+            append_journal(journal_path, batch)
+
+
+def _finish(
+    slide: Slide,
+    grid: TileGrid,
+    config: TileConfig,
+    folder: Path,
+    header: dict[str, Any],
+    writer: TileWriter,
+    records: dict[int, tuple[int, str]],
+) -> None:
+    """Pictures, config, then (after one sync of the tiles) the manifest that marks the folder complete."""
+    _overview_pictures(folder, slide, grid)
+    dump_config(config, folder / "config.yaml")
+    rows = [
+        ManifestRow(tile, f"{TILES_FOLDER}/{writer.file_name(tile)}", *records[index])
+        for index, tile in enumerate(grid.tiles)
+    ]
+    # Tiles were written without an fsync each (atomic against kills, not power cuts); one sync makes them durable
+    # before the manifest says they are there.
+    os.sync()
+    write_manifest(folder / MANIFEST_CSV, slide.path.name, config.target_mpp, rows)
+    write_header(folder / MANIFEST_JSON, header)
+
+
+def _verify_complete(
+    slide: Slide,
+    grid: TileGrid,
+    config: TileConfig,
+    final: Path,
+    header: dict[str, Any],
+    writer: TileWriter,
+    workers: int | None,
+    progress: bool,
+    progress_label: str,
+) -> SlideTilingResult:
+    """A complete output with equal parameters: check every tile against the manifest, rewrite the broken ones."""
+    rows = read_manifest(final / MANIFEST_CSV)
+    tiles_dir = writer.folder
+    records: dict[int, tuple[int, str]] = {}
+    todo: list[int] = []
+    for index, tile in enumerate(grid.tiles):
+        row = rows[index] if index < len(rows) else None
+        expected_name = f"{TILES_FOLDER}/{writer.file_name(tile)}"
+        if (
+            row is not None
+            and row.get("path") == expected_name
+            and _verify(final / expected_name, int(row.get("bytes") or -1), row.get("sha256", ""))
+        ):
+            records[index] = (int(row["bytes"]), row["sha256"])
+        else:
+            todo.append(index)
+    if todo:
+        logger.warning("%s: %d of %d tiles missing or damaged; rewriting them", slide.path.name, len(todo), len(rows))
+        _stale_temporaries(tiles_dir)
+        _write_tiles(slide, grid, writer, todo, records, None, workers, progress, progress_label)
+        _finish(slide, grid, config, final, header, writer, records)
+    return SlideTilingResult(
+        slide.path,
+        final,
+        final / MANIFEST_CSV,
+        len(grid.tiles),
+        len(todo),
+        len(grid.tiles) - len(todo),
+        grid.tissue_area_mm2,
+    )
+
+
+def tile_slides(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    config: TileConfig | None = None,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    shard: Shard | None = None,
+    progress: bool = False,
+    report: Callable[[SlideTilingResult | SlideFailure], None] | None = None,
+) -> CohortTilingResult:
+    """Tile a cohort: every slide of ``inputs`` (files, folders, globs) into ``output``; one bad slide stops none.
+
+    Args:
+        inputs: slide files, folders of slides, or glob patterns.
+        output: the cohort output folder (one sub-folder per slide).
+        config: tiling settings.
+        workers: reader processes per slide (None: all cores).
+        overwrite: replace outputs made with other parameters.
+        shard: tile only this shard of the sorted slide list (``--shard K/N``, torchrun ranks).
+        progress: tqdm bars.
+        report: called with each slide's result or failure as soon as it is known (the CLI prints them).
+
+    Raises:
+        PathError: the output folder cannot be written (nothing is tiled then).
+    """
+    config = config or TileConfig()
+    output = Path(output)
+    _check_writable(output)
+    found = find_slides(inputs)
+    results: list[SlideTilingResult] = []
+    failures: list[SlideFailure] = []
+
+    def note(outcome: SlideTilingResult | SlideFailure) -> None:
+        (results if isinstance(outcome, SlideTilingResult) else failures).append(outcome)  # type: ignore[arg-type]
+        if report is not None:
+            report(outcome)
+
+    for problem in found.problems:
+        note(SlideFailure(problem.path, problem))
+    slides = shard_items(found.slides, shard)
+    stems: dict[str, Path] = {}
+    for number, slide_path in enumerate(slides, start=1):
+        other = stems.setdefault(slide_path.stem, slide_path)
+        if other != slide_path:
+            note(
+                SlideFailure(
+                    slide_path,
+                    SlideError(
+                        slide_path,
+                        f"has the same name as {other}: both would go to {output / slide_path.stem}",
+                        "Tile them into separate --output folders, or rename one.",
+                    ),
+                )
+            )
+            continue
+        label = f"[{number}/{len(slides)}] {slide_path.name}"
+        try:
+            outcome: SlideTilingResult | SlideFailure = tile_slide(
+                slide_path,
+                output,
+                config,
+                workers=workers,
+                overwrite=overwrite,
+                progress=progress,
+                progress_label=label,
+            )
+        except HistoDaenError as err:
+            outcome = SlideFailure(slide_path, err)
+        note(outcome)
+    return CohortTilingResult(tuple(results), tuple(failures))
