@@ -98,6 +98,9 @@ class CamNet(nn.Module):
         use_pcm: add the PCM layers and return refined CAMs.
     """
 
+    input_mean: torch.Tensor  # (1, 3, 1, 1) buffers, set from config.input_normalisation
+    input_std: torch.Tensor
+
     def __init__(
         self, config: ModelConfig, backbone: Backbone, *, attention: nn.Module | None = None, use_pcm: bool = True
     ) -> None:
@@ -149,7 +152,8 @@ class CamNet(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         """Layers trained from scratch at x10 LR: fc8 and the PCM layers (+ attention if ``attention_lr_group``)."""
         names = ["fc8", "f8_3", "f8_4", "f9"] + (["csm"] if self.config.attention_lr_group == "new" else [])
-        return [self._modules[name] for name in names if self._modules.get(name) is not None]
+        modules = [self._modules.get(name) for name in names]
+        return [module for module in modules if module is not None]
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters split for the optimiser: ``backbone`` (LR x1) and ``new`` (LR x10).

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1  # type: ignore[import-untyped]
 
 from histo_daen.models.backbone import Backbone, BackboneFeatures
 from histo_daen.models.resnet38 import scaled_channels
@@ -49,8 +49,9 @@ def _dilate_layer(layer: nn.Sequential, *, previous_dilation: int, dilation: int
     """Set dilation (= padding) on the 3x3 convs of a stage built with stride 1 (torchvision's dilation rule)."""
     first = True
     for block in layer:
-        convs = [block.conv1, block.conv2] if isinstance(block, BasicBlock) else [block.conv2]
-        for conv in convs:
+        for name in ("conv1", "conv2") if isinstance(block, BasicBlock) else ("conv2",):
+            conv = block.get_submodule(name)
+            assert isinstance(conv, nn.Conv2d)
             d = previous_dilation if first else dilation
             conv.dilation, conv.padding = (d, d), (d, d)
             first = False
