@@ -123,3 +123,15 @@ def test_dataset_labels_need_labelled_names(tiny_luad: Path, tiny_checkpoint: Pa
     with pytest.raises(DatasetError, match=r"p1-0-0\.png: has no patch label .* --label-source predicted"):
         evaluate(tiny_checkpoint, tiny_luad, tmp_path / "eval", cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LUAD"]  # nothing half-written left behind
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_shipped_mlps_config_is_the_mlps_protocol() -> None:
+    from histo_daen.config import load_config
+
+    settings = load_config(EvaluateConfig, CONFIGS / "evaluate_mlps.yaml").inference
+    assert (settings.cam_source, settings.scales, settings.flip) == ("raw", (1.0,), False)
+    assert (settings.normalisation, settings.label_source, settings.label_threshold) == ("global", "predicted", 0.25)
+    assert load_config(EvaluateConfig, CONFIGS / "evaluate_voc_alpha.yaml").inference.background_alpha == 0.26
