@@ -1,0 +1,112 @@
+"""write_synthetic_slide: real pyramids both libraries read, ground truth that matches the pixels, failure cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+import histo_daen.data.synthetic_slide as synthetic_slide
+from histo_daen.classes import LUAD
+from histo_daen.data.synthetic_slide import SyntheticSlide, map_palette, truncated_copy, write_synthetic_slide
+from histo_daen.slide import open_slide
+
+
+def test_svs_carries_the_aperio_header(tiny_slide: SyntheticSlide) -> None:
+    with open_slide(tiny_slide.path, backend="openslide") as slide:
+        assert slide.vendor == "aperio"
+        assert slide.properties["aperio.AppMag"] == "20"
+        assert slide.properties["openslide.objective-power"] == "20"
+        assert float(slide.properties["openslide.mpp-x"]) == 0.5
+
+
+def test_lossless_levels_are_2x2_means_of_level_0(tiny_tiff_slide: SyntheticSlide) -> None:
+    with open_slide(tiny_tiff_slide.path) as slide:
+        level0 = slide.read_region((0, 0), 0, (1024, 768)).astype(np.uint16)
+        level1 = slide.read_region((0, 0), 1, (512, 384))
+    means = (level0[0::2, 0::2] + level0[1::2, 0::2] + level0[0::2, 1::2] + level0[1::2, 1::2] + 2) // 4
+    np.testing.assert_array_equal(level1, means.astype(np.uint8))
+
+
+def test_odd_sizes_give_floor_halved_levels(tmp_path: Path) -> None:
+    slide = write_synthetic_slide(tmp_path / "odd.svs", size_wh=(1503, 1001), levels=3, tissue="disc")
+    with open_slide(slide.path) as opened:
+        assert opened.level_dimensions == ((1503, 1001), (751, 500), (375, 250))
+        assert opened.level_downsamples[1] == pytest.approx(2.0017, abs=1e-4)
+
+
+def test_ground_truth_is_a_palette_png_of_map_values(tiny_slide: SyntheticSlide) -> None:
+    mask = tiny_slide.read_mask()
+    assert mask.shape == (96, 128) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1, 2, 3, 4} and (mask == 0).any() and (mask > 0).any()
+    with Image.open(tiny_slide.mask_path) as image:
+        assert image.mode == "P"
+        palette = image.getpalette()[:15]
+    assert palette[:3] == [255, 255, 255]
+    assert palette[3 * LUAD.by_code("LYM").map_value : 3 * LUAD.by_code("LYM").map_value + 3] == [65, 105, 225]
+    info = json.loads(tiny_slide.mask_info_path.read_text())
+    assert info["downsample"] == 16 and info["values"] == {"0": "glass", "1": "TE", "2": "NEC", "3": "LYM", "4": "TAS"}
+    assert map_palette()[:15] == palette
+
+
+def test_ground_truth_matches_the_pixels(tiny_slide: SyntheticSlide) -> None:
+    mask = tiny_slide.read_mask()
+    with open_slide(tiny_slide.path) as slide:
+        thumbnail = slide.downsampled(16).astype(float)  # the mask's grid
+    saturation = (thumbnail.max(axis=2) - thumbnail.min(axis=2)) / thumbnail.max(axis=2)
+    # Mask pixels whose 5 x 5 neighbourhood has one value: away from borders, where a pixel mixes two classes.
+    interior = ndimage.minimum_filter(mask, size=5) == ndimage.maximum_filter(mask, size=5)
+    glass, tissue = interior & (mask == 0), interior & (mask > 0)
+    assert saturation[glass].max() < 0.05
+    assert (saturation[tissue] > 0.08).mean() > 0.97  # all stained but for a few gland lumens inside tumour
+    lym, stroma = interior & (mask == 3), interior & (mask == 4)
+    if lym.any() and stroma.any():  # lymphocytes are darker than stroma
+        assert thumbnail[lym].mean() < thumbnail[stroma].mean() - 20
+
+
+def test_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
+    options = {"size_wh": (600, 400), "levels": 2, "seed": 5, "pen_marks": True, "dust": True}
+    first = write_synthetic_slide(tmp_path / "a" / "s.svs", **options)
+    second = write_synthetic_slide(tmp_path / "b" / "s.svs", **options)
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.mask_path.read_bytes() == second.mask_path.read_bytes()
+
+
+def test_memory_mapped_levels_give_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"size_wh": (700, 500), "levels": 3, "seed": 6, "compression": "zlib"}
+    in_memory = write_synthetic_slide(tmp_path / "a" / "s.tiff", kind="tiff", **options)
+    monkeypatch.setattr(synthetic_slide, "_IN_MEMORY_LEVELS_BYTES", 0)  # what a 20000 x 15000 slide does
+    mapped = write_synthetic_slide(tmp_path / "b" / "s.tiff", kind="tiff", **options)
+    assert mapped.path.read_bytes() == in_memory.path.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["s.mask.json", "s.mask.png", "s.tiff"]
+
+
+def test_blank_slide_is_all_glass(blank_slide: Path) -> None:
+    assert not (Image.open(blank_slide.with_name("blank.mask.png")).getextrema()[1])
+    with open_slide(blank_slide) as slide:
+        pixels = slide.read_region((0, 0), 0, (1024, 768)).astype(float)
+    assert 230 < pixels.mean() < 250 and pixels.std() < 6
+
+
+@pytest.mark.parametrize(("kind", "name"), [("svs", "no_mpp.svs"), ("tiff", "no_mpp.tif")])
+def test_write_mpp_false_leaves_no_resolution(kind: str, name: str, tmp_path: Path) -> None:
+    slide = write_synthetic_slide(tmp_path / name, size_wh=(512, 512), levels=2, kind=kind, write_mpp=False)  # type: ignore[arg-type]
+    assert not slide.has_mpp_metadata
+    for backend in ("openslide", "tiffslide"):
+        with open_slide(slide.path, backend=backend) as opened:
+            assert opened.mpp is None and opened.metadata_mpp is None
+
+
+def test_truncated_copy_keeps_the_first_bytes(tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
+    copy = truncated_copy(tiny_slide.path, tmp_path / "cut.svs", keep_fraction=0.25)
+    data = tiny_slide.path.read_bytes()
+    assert copy.read_bytes() == data[: len(data) // 4]
+
+
+def test_impossible_pyramid_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="7 levels do not fit a 40x40 slide"):
+        write_synthetic_slide(tmp_path / "x.svs", size_wh=(40, 40), levels=7)
