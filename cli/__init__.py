@@ -34,6 +34,7 @@ def register_command(name: str, target: str) -> None:
 for _name, _target in [
     ("tile", "histo_daen.cli.tile:tile_command"),
     ("synth-slide", "histo_daen.cli.synth_slide:synth_slide_command"),
+    ("demo", "histo_daen.cli.demo:demo_command"),
     ("evaluate", "histo_daen.cli.evaluate:evaluate_command"),
     ("compare", "histo_daen.cli.compare:compare_command"),
     ("train", "histo_daen.cli.train:train_command"),

@@ -44,6 +44,7 @@ from histo_daen.data.synthetic_tissue import (
     render_tissue,
     smooth_noise,
 )
+from histo_daen.errors import PathError
 
 __all__ = [
     "SlideKind",
@@ -364,7 +365,12 @@ def write_synthetic_slide(
     sizes = _level_sizes((width, height), levels)
     margin = max(2, math.ceil(2.5 * style.blur_um / mpp) + 1)  # rows/columns rendered beyond a band for the blur
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PathError(
+            path.parent, f"cannot be created ({err.strerror})", "Choose another place for the slide."
+        ) from err
     lower_bytes = sum(w * h * 3 for w, h in sizes[1:])
     with contextlib.ExitStack() as stack:
         scratch = None

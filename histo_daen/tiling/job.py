@@ -65,7 +65,7 @@ __all__ = ["TILES_FOLDER", "CohortTilingResult", "SlideFailure", "SlideTilingRes
 logger = logging.getLogger(__name__)
 
 TILES_FOLDER = "tiles"
-_PICTURE_SIDE = 2048  # the overview pictures are at most this big
+_PICTURE_SIDE = 1024  # thumbnail.png and tiles.png are at most this big
 
 
 @dataclass(frozen=True)
@@ -179,29 +179,29 @@ def _check_writable(folder: Path) -> None:
 
 
 def _overview_pictures(folder: Path, slide: Slide, grid: TileGrid) -> None:
-    """thumbnail.png, tissue_mask.png and tiles.png (the thumbnail with the tissue outline and tile boxes)."""
-    thumbnail = slide.downsampled(grid.tissue_downsample)
+    """thumbnail.png, tissue_mask.png (one pixel per mask pixel: ``grid.tissue_downsample`` level-0 pixels, white =
+    tissue) and tiles.png (the thumbnail with the tissue outline in green and the kept tiles in blue)."""
+    thumbnail = Image.fromarray(slide.thumbnail(_PICTURE_SIDE))
+    with atomic_write(folder / "thumbnail.png") as tmp:
+        thumbnail.save(tmp, format="PNG")
     mask = grid.tissue_mask
-    scale = min(1.0, _PICTURE_SIDE / max(thumbnail.shape[:2]))
-    size_wh = (max(1, round(thumbnail.shape[1] * scale)), max(1, round(thumbnail.shape[0] * scale)))
-    thumb_image = Image.fromarray(thumbnail).resize(size_wh, Image.Resampling.BOX)
-    mask_image = Image.fromarray(mask.astype(np.uint8) * 255).resize(size_wh, Image.Resampling.NEAREST)
-    for name, image in (("thumbnail.png", thumb_image), ("tissue_mask.png", mask_image)):
-        with atomic_write(folder / name) as tmp:
-            image.save(tmp, format="PNG")
-    overview = thumb_image.convert("RGB")
+    with atomic_write(folder / "tissue_mask.png") as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+    mask_picture = np.asarray(
+        Image.fromarray(mask.astype(np.uint8) * 255).resize(thumbnail.size, Image.Resampling.NEAREST)
+    )
+    inside = mask_picture > 0
+    eroded = np.asarray(Image.fromarray(mask_picture).filter(ImageFilter.MinFilter(3))) > 0
+    pixels = np.array(thumbnail.convert("RGB"))
+    pixels[inside & ~eroded] = (20, 170, 60)
+    overview = Image.fromarray(pixels)
     draw = ImageDraw.Draw(overview)
-    pixels_per_level0 = size_wh[0] / slide.dimensions[0]
+    scale = thumbnail.size[0] / slide.dimensions[0]
     for tile in grid.tiles:
-        x, y, width, height = (value * pixels_per_level0 for value in tile.box_level0)
+        x, y, width, height = (value * scale for value in tile.box_level0)
         draw.rectangle((x, y, x + width - 1, y + height - 1), outline=(40, 90, 220))
-    edge = np.asarray(mask_image) > 0
-    eroded = np.asarray(Image.fromarray(edge.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(3))) > 0
-    outline = edge & ~eroded
-    pixels = np.array(overview)
-    pixels[outline] = (20, 170, 60)
     with atomic_write(folder / "tiles.png") as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
+        overview.save(tmp, format="PNG")
 
 
 def _stale_temporaries(folder: Path) -> None:
