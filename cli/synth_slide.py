@@ -42,10 +42,10 @@ def _size(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--tissue",
-    type=click.Choice(["sections", "disc", "none"]),
+    type=click.Choice(["sections", "disc", "full", "none"]),
     default="sections",
     show_default=True,
-    help="Tissue layout: 2-3 sections, one centred disc, or blank glass.",
+    help="Tissue layout: 2-3 sections, one centred disc, all but a margin (resection-like), or blank glass.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same pixels.")
 @click.option("--no-mpp", is_flag=True, help="Write no resolution metadata (to try --slide-mpp).")

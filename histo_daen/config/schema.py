@@ -40,6 +40,7 @@ class TileConfig:
     format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 90
     png_compression: int = 1  # zlib level 0-9; 1 encodes about 4x faster than 6 for files about 13 % larger
+    use_pyramid: bool = True  # read from the coarsest fine-enough pyramid level; false: level 0, shrunk (slower)
     backend: Backend = "auto"
     slide_mpp: float | None = None  # override for slides with no (or an implausible) resolution in their metadata
 

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 SlideKind = Literal["svs", "tiff"]
-TissueLayout = Literal["sections", "disc", "none"]
+TissueLayout = Literal["sections", "disc", "full", "none"]
 Compression = Literal["jpeg", "zlib"]
 
 _FILE_TILE = 256  # TIFF tile side; also the height of the level-0 bands rendered at once
@@ -130,6 +130,9 @@ class _SlideLayout:
         # Ragged section borders: the ellipse radius wobbles by +-15 % over ~1/6 of the section.
         wobble = 0.3 * (smooth_noise(x, y, scale_um=max(60.0, self.width_um / 12.0), seed=self.seed) - 0.5)
         inside = np.zeros(x.shape, dtype=bool)
+        if self.tissue == "full":  # everything but a ragged margin of about 4 % of the short side
+            margin = 0.04 * min(self.width_um, self.height_um) * (1.0 + wobble * 3.0)
+            inside = (x > margin) & (x < self.width_um - margin) & (y > margin) & (y < self.height_um - margin)
         for cx, cy, rx, ry, angle in self.sections:
             cos, sin = math.cos(angle), math.sin(angle)
             u = ((x - cx) * cos + (y - cy) * sin) / rx
@@ -335,7 +338,7 @@ def write_synthetic_slide(
         compression: ``"jpeg"`` (lossy, small), ``"zlib"`` (lossless Deflate) or None.
         jpeg_quality: JPEG quality, 1-100.
         tissue: ``"sections"`` (2-3 ragged pieces), ``"disc"`` (one disc, 0.3 x the short side in radius, centred),
-            ``"none"`` (blank glass).
+            ``"full"`` (tissue everywhere but a thin margin, like a resection specimen), ``"none"`` (blank glass).
         classes: dataset class indices the tissue regions are drawn from.
         mean_region_um: typical diameter of one class region, micrometres.
         seed: everything random derives from it: the same seed writes the same pixels.

@@ -1,39 +1,44 @@
 """Tiling: tissue mask, tile grid at a target resolution, tile reads, parallel extraction, manifests, resumable jobs.
 
-Never imports torch.
+Never imports torch. Names load lazily (PEP 562): a worker process that imports :mod:`histo_daen.tiling.extract`
+does not pay for scikit-image, tqdm or the config loader, which only the parent needs.
 """
 
-from histo_daen.tiling.extract import (
-    TileFile,
-    TileWriter,
-    default_workers,
-    encode_tile,
-    iter_tile_pixels,
-    map_tiles,
-    write_tile,
-)
-from histo_daen.tiling.grid import Tile, TileGrid, read_tile, tile_grid, tissue_fractions
-from histo_daen.tiling.job import CohortTilingResult, SlideFailure, SlideTilingResult, tile_slide, tile_slides
-from histo_daen.tiling.tissue import pen_mask, tissue_mask
+from __future__ import annotations
 
-__all__ = [
-    "CohortTilingResult",
-    "SlideFailure",
-    "SlideTilingResult",
-    "Tile",
-    "TileFile",
-    "TileGrid",
-    "TileWriter",
-    "default_workers",
-    "encode_tile",
-    "iter_tile_pixels",
-    "map_tiles",
-    "pen_mask",
-    "read_tile",
-    "tile_grid",
-    "tile_slide",
-    "tile_slides",
-    "tissue_fractions",
-    "tissue_mask",
-    "write_tile",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TileFile": "extract",
+    "TileWriter": "extract",
+    "default_workers": "extract",
+    "encode_tile": "extract",
+    "iter_tile_pixels": "extract",
+    "map_tiles": "extract",
+    "write_tile": "extract",
+    "Tile": "grid",
+    "TileGrid": "grid",
+    "read_tile": "grid",
+    "tile_grid": "grid",
+    "tissue_fractions": "grid",
+    "CohortTilingResult": "job",
+    "SlideFailure": "job",
+    "SlideTilingResult": "job",
+    "tile_slide": "job",
+    "tile_slides": "job",
+    "pen_mask": "tissue",
+    "tissue_mask": "tissue",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"histo_daen.tiling.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'histo_daen.tiling' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

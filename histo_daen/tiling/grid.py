@@ -20,7 +20,6 @@ from PIL import Image
 from histo_daen.errors import SlideError
 from histo_daen.slide import Slide
 from histo_daen.slide.resolution import level_box_for_level0_box
-from histo_daen.tiling.tissue import tissue_mask
 
 __all__ = ["Tile", "TileGrid", "read_tile", "tile_grid", "tissue_fractions"]
 
@@ -143,6 +142,7 @@ def tile_grid(
     overlap: int = 0,
     min_tissue: float = 0.5,
     tissue_mpp: float = 8.0,
+    use_pyramid: bool = True,
 ) -> TileGrid:
     """Find the tissue on a slide and lay a grid of tiles at ``target_mpp`` over it.
 
@@ -153,6 +153,8 @@ def tile_grid(
         overlap: target pixels shared by neighbouring tiles, ``0 <= overlap < tile_size``.
         min_tissue: keep tiles whose tissue fraction is at least this, in [0, 1] (0 keeps every tile).
         tissue_mpp: microns per pixel of the thumbnail the tissue mask is computed on.
+        use_pyramid: read tiles from the coarsest pyramid level fine enough (fast); False reads level 0 and
+            shrinks it (slower; avoids the scanner's own downsampling and re-compression of lower levels).
 
     Returns:
         The grid (possibly with no tiles: callers decide whether that is an error).
@@ -189,12 +191,14 @@ def tile_grid(
     ys = np.round(rows * stride_level0).astype(np.int64)
     boxes = np.stack([xs, ys, np.full_like(xs, side), np.full_like(xs, side)], axis=1)
 
+    from histo_daen.tiling.tissue import tissue_mask  # scikit-image: only where a grid is made, not in workers
+
     tissue_downsample = max(1.0, tissue_mpp / slide_mpp)
     thumbnail = slide.downsampled(tissue_downsample)
     mask_scale = (width0 / thumbnail.shape[1], height0 / thumbnail.shape[0])  # exact per axis after rounding
     mask = tissue_mask(thumbnail, thumbnail_mpp=slide_mpp * float(np.mean(mask_scale)))
     fractions = tissue_fractions(mask, boxes, mask_scale)
-    level = slide.best_level_for_downsample(downsample)
+    level = slide.best_level_for_downsample(downsample) if use_pyramid else 0
     keep = fractions >= min_tissue
     tiles = tuple(
         Tile(int(c), int(r), (int(x), int(y), side, side), level, round(float(f), 6))

@@ -253,6 +253,7 @@ def tile_slide(
             overlap=config.overlap,
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
+            use_pyramid=config.use_pyramid,
         )
         if not grid.tissue_mask.any():
             raise NoTissueError(
