@@ -89,7 +89,7 @@ def train_command(
       histo-daen train --dataset luad --data-root LUAD-HistoSeg/ --variant daen \\
           --pretrained ilsvrc-cls_rna-a1_cls1000_ep-0001.params -o runs/daen
       histo-daen train --config configs/luad_daen.yaml --data-root LUAD-HistoSeg/ -o runs/daen --resume
-      torchrun --nproc_per_node=4 -m histo_daen.cli train --config configs/luad_daen.yaml \\
+      torchrun --nproc_per_node=4 "$(which histo-daen)" train --config configs/luad_daen.yaml \\
           --data-root LUAD-HistoSeg/ --pretrained weights.params -o runs/daen
     """
     from tqdm.contrib.logging import logging_redirect_tqdm

@@ -15,6 +15,7 @@ makes a run on N processes train on the same patches per step as one process (``
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -298,9 +299,13 @@ def _save(
     losses: Mapping[str, float],
     ctx: DistributedContext,
 ) -> None:
-    rng_states = all_gather_objects(get_rng_state(), ctx)  # collective: every rank takes part
+    # Collective: every rank takes part. States travel as torch.save bytes: all_gather_object cannot carry tensors.
+    buffer = io.BytesIO()
+    torch.save(get_rng_state(), buffer)
+    gathered = all_gather_objects(buffer.getvalue(), ctx)
     if not ctx.is_main:
         return
+    rng_states = [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
     state = checkpoint_state(
         unwrap(model),
         config=cfg,

@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from histo_daen.config.load import dump_config, load_config
+from histo_daen.config.schema import TrainConfig
+from histo_daen.data.patch_dataset import PatchDataset
+from histo_daen.data.registry import load_splits
+from histo_daen.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError
+from histo_daen.models.checkpoint import load_model, read_checkpoint
+from histo_daen.models.registry import build_model
+from histo_daen.seeding import seed_everything
+from histo_daen.training.affine import TwinParams, TwinTransform
+from histo_daen.training.loop import resolve_objective, train
+from histo_daen.training.objective import classification_objective, seam_objective
+
+RUNNER = Path(__file__).with_name("run_training.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _objective_on_training_batch(model: torch.nn.Module, cfg: TrainConfig) -> float:
+    """The run's objective on all training patches, dropout off: what a few steps on one batch must lower."""
+    records = load_splits(cfg.data, ("train",))["train"]
+    batch = [PatchDataset(records, n_classes=4)[i] for i in range(len(records))]
+    images = torch.stack([item["image"] for item in batch])
+    labels = torch.stack([item["label"] for item in batch])
+    model.eval()
+    with torch.no_grad():
+        first = model(images)
+        if resolve_objective(cfg, model) == "classification":
+            return classification_objective(first, labels, cfg.loss).total.item()
+        twin = TwinTransform(cfg.twin)
+        params = TwinParams.identity(len(batch))
+        second = model(twin.apply(images, params))
+        terms = seam_objective(first, second, labels, image_hw=(64, 64), twin=twin, params=params, cfg=cfg.loss)
+        return terms.total.item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["daen", "seam", "cm", "sm", "cam"])
+def test_a_few_steps_of_each_variant_lower_its_objective(
+    variant: str, tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    # One batch of all 8 patches, no augmentation: every step sees the same data, so the objective must fall.
+    cfg = tiny_config(
+        f"model.variant={variant}",
+        "optim.batch_size=8",
+        "optim.epochs=6",
+        "augment.flips=false",
+        "augment.rotations=false",
+    )
+    seed_everything(cfg.seed)
+    before = _objective_on_training_batch(build_model(cfg.model), cfg)  # train() builds the same initial model
+    result = train(cfg, output_dir=tmp_path / variant, device="cpu")
+    after = _objective_on_training_batch(load_model(result.checkpoint).model, cfg)
+    assert result.step == 6
+    assert result.objective == ("classification" if variant == "cam" else "seam")
+    assert after < 0.9 * before
+
+
+def test_run_folder_holds_checkpoint_config_and_metrics(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    cfg = tiny_config("optim.epochs=2")
+    result = train(cfg, output_dir=tmp_path / "run", device="cpu")
+    assert (result.step, result.max_steps, result.epoch) == (4, 4, 2)
+    assert load_config(TrainConfig, tmp_path / "run" / "config.yaml") == cfg
+    metrics = _metrics(tmp_path / "run")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert {"loss", "classification", "equivariant", "cross_equivariant", "rvmin", "lr", "images_per_second"} <= set(
+        metrics[0]
+    )
+    assert metrics[-1]["lr"] == 0.0  # the poly schedule ends at zero
+    state = read_checkpoint(result.checkpoint, expected_model=cfg.model)
+    assert (state["step"], state["epoch"], state["classes"]) == (4, 2, ["TE", "NEC", "LYM", "TAS"])
+    assert {"optimizer", "scheduler", "rng", "histo_daen_version", "format_version"} <= set(state)
+    assert state["config"]["optim"]["epochs"] == 2
+
+
+def test_two_runs_with_one_seed_give_equal_losses_whatever_the_loader_workers(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    cfg = tiny_config("augment.colour=hed")
+    train(cfg, output_dir=tmp_path / "a", device="cpu")
+    train(load_config(TrainConfig, base=cfg, overrides=["data.workers=2"]), output_dir=tmp_path / "b", device="cpu")
+    losses = [[m["loss"] for m in _metrics(tmp_path / run)] for run in ("a", "b")]
+    assert losses[0] == losses[1]
+    other_seed = load_config(TrainConfig, base=cfg, overrides=["seed=1"])
+    train(other_seed, output_dir=tmp_path / "c", device="cpu")
+    assert [m["loss"] for m in _metrics(tmp_path / "c")] != losses[0]
+
+
+def test_existing_run_is_kept_without_overwrite(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    cfg = tiny_config()
+    train(cfg, output_dir=tmp_path / "run", device="cpu")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(
+        OutputExistsError, match=r"run: holds a training run. Pass --resume to continue it, --overwrite"
+    ):
+        train(cfg, output_dir=tmp_path / "run", device="cpu")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    again = train(cfg, output_dir=tmp_path / "run", device="cpu", overwrite=True)
+    assert again.resumed_from is None and len(_metrics(tmp_path / "run")) == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_config_naming_the_fields(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    train(tiny_config(), output_dir=tmp_path / "run", device="cpu")
+    changed = tiny_config("optim.lr=0.02", "twin.scale=0.25")
+    with pytest.raises(
+        CheckpointError, match=r"another configuration \(optim.lr: stored 0.01, requested 0.02; twin.scale: stored 0.5"
+    ):
+        train(changed, output_dir=tmp_path / "run", device="cpu", resume=True)
+    other_model = tiny_config("model.variant=seam")
+    with pytest.raises(CheckpointError, match=r"another model config \(variant: stored 'daen', requested 'seam'\)"):
+        train(other_model, output_dir=tmp_path / "run", device="cpu", resume=True)
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    cfg = tiny_config()
+    train(cfg, output_dir=tmp_path / "run", device="cpu")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    # Loader workers and logging may change on resume; they do not change the result.
+    result = train(tiny_config("data.workers=1", "log_every=5"), output_dir=tmp_path / "run", device="cpu", resume=True)
+    assert (result.step, result.resumed_from) == (2, 2)
+    assert result.losses["loss"] == pytest.approx(_metrics(tmp_path / "run")[-1]["loss"], abs=1e-6)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+
+
+def test_inconsistent_settings_are_refused_before_training(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"batch_size 3 is not divisible by accumulation_steps 2"):
+        train(tiny_config("optim.batch_size=3", "optim.accumulation_steps=2"), output_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"model.input_mpp 1.0 does not match .* set model.input_mpp=0.5"):
+        train(tiny_config("data.input_scale=2.0"), output_dir=tmp_path / "b", device="cpu")
+    with pytest.raises(ConfigError, match=r"'seam' needs a network with a PCM, but variant 'cam' has none"):
+        train(tiny_config("model.variant=cam", "loss.objective=seam"), output_dir=tmp_path / "c", device="cpu")
+    with pytest.raises(DatasetError, match=r"has 8 training patches, fewer than one batch of 16"):
+        train(tiny_config("optim.batch_size=16"), output_dir=tmp_path / "d", device="cpu")
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_bad_dataset_stops_before_anything_is_written(tmp_path: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "patch.png").write_bytes(b"")
+    cfg = tiny_config(f"data.root={tmp_path / 'data'}")
+    with pytest.raises(DatasetError, match=r"data: 1 problem in the LUAD-HistoSeg folder: 1 file name without a label"):
+        train(cfg, output_dir=tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_gradient_accumulation_matches_one_full_batch(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dropout masks are drawn per forward pass, so two half batches cannot match one whole batch with dropout on.
+    monkeypatch.setattr(torch.nn.Dropout2d, "forward", lambda self, x: x)
+    whole = train(tiny_config("optim.epochs=2"), output_dir=tmp_path / "whole", device="cpu")
+    split = train(
+        tiny_config("optim.epochs=2", "optim.accumulation_steps=2"), output_dir=tmp_path / "split", device="cpu"
+    )
+    a, b = (read_checkpoint(r.checkpoint)["state_dict"] for r in (whole, split))
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=1e-4, atol=1e-6)
+    assert split.losses["loss"] == pytest.approx(whole.losses["loss"], rel=1e-5)
+
+
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False, **kwargs)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    # 4 steps per epoch, 12 in all; last.pt after steps 3, 4, 6, 8, 9 and 12 (every 3 and each epoch end).
+    cfg = tiny_config("optim.batch_size=2", "optim.epochs=3", "checkpoint_every=3", "augment.colour=hed")
+    config_file = dump_config(cfg, tmp_path / "config.yaml")
+    uninterrupted = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "whole")])
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    marker = tmp_path / "paused"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.Popen(
+        [sys.executable, str(RUNNER), str(config_file), str(tmp_path / "run"), "--pause-after", "7", str(marker)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)  # after step 7: between the checkpoints of steps 6 and 8, mid-epoch
+    killed.wait()
+    assert marker.exists(), "the run ended before it could be killed"
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6
+    assert [m["step"] for m in _metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6, 7]
+
+    resumed = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "run"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(tmp_path / "run") == [
+        {k: v for k, v in m.items() if k not in ("images_per_second", "data_time_share")}
+        | {k: m2[k] for k in ("images_per_second", "data_time_share")}
+        for m, m2 in zip(_metrics(tmp_path / "whole"), _metrics(tmp_path / "run"), strict=True)
+    ]
+    final = [read_checkpoint(p / "last.pt")["state_dict"] for p in (tmp_path / "whole", tmp_path / "run")]
+    assert all(torch.equal(final[0][key], final[1][key]) for key in final[0])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    cfg = tiny_config("optim.epochs=2", "augment.flips=true", "twin.flips=true", "twin.rotations=true")
+    config_file = dump_config(cfg, tmp_path / "config.yaml")
+    single = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "one"), "--no-dropout"])
+    assert single.returncode == 0, single.stderr
+    ddp = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(RUNNER),
+            str(config_file),
+            str(tmp_path / "two"),
+            "--no-dropout",
+        ]
+    )
+    assert ddp.returncode == 0, ddp.stderr
+    one, two = (read_checkpoint(tmp_path / run / "last.pt") for run in ("one", "two"))
+    assert two["world_size"] == 2 and len(two["rng"]) == 2
+    moved = [k for k in one["state_dict"] if not torch.equal(one["state_dict"][k], build_initial(cfg)[k])]
+    assert moved  # the comparison below is about trained weights
+    for key, value in one["state_dict"].items():
+        torch.testing.assert_close(two["state_dict"][key], value, rtol=1e-4, atol=1e-5)
+    losses = [[m["loss"] for m in _metrics(tmp_path / run)] for run in ("one", "two")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def build_initial(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    seed_everything(cfg.seed)
+    return build_model(cfg.model).state_dict()
