@@ -466,6 +466,8 @@ class ImportedCheckpoint:
         source_kind: ``"seam"`` or ``"mlps"``.
         model_config: the config the checkpoint rebuilds its model from.
         classes: class names in CAM-channel order (foreground only).
+        class_set: the histo-daen class set these names are (``"luad"``, ``"bcss"``), or None (e.g. VOC classes:
+            the model config then says ``class_set="custom"``, and evaluate/segment cannot use the checkpoint).
         report: what was loaded, and what was not carried over (``report.ignored``).
     """
 
@@ -473,6 +475,7 @@ class ImportedCheckpoint:
     source_kind: FileKind
     model_config: ModelConfig
     classes: tuple[str, ...]
+    class_set: str | None
     report: LoadReport
 
 
@@ -618,4 +621,12 @@ def import_reference_checkpoint(
         },
     )
     save_checkpoint(target, state)
-    return ImportedCheckpoint(target, weights.kind, model_config, names, report)
+    if set_name is None:
+        logger.warning(
+            "%s: the classes %s are not a histo-daen class set (%s): the checkpoint computes CAMs (load_model), "
+            "but evaluate and segment need the classes of a class set",
+            target,
+            ", ".join(names),
+            ", ".join(class_set_names()),
+        )
+    return ImportedCheckpoint(target, weights.kind, model_config, names, set_name, report)

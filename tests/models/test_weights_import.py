@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,17 @@ def test_seam_checkpoint_imports_as_seam_and_computes_the_same_cams(
     assert (config.num_classes, config.background_channel, config.input_normalisation) == (20, True, "imagenet")
     assert config.class_set == "custom"
     assert loaded.classes == tuple(VOC.split(","))
+
+
+def test_classes_outside_the_class_sets_are_imported_with_a_warning(
+    tmp_path: Path, seam_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="histo_daen.models.weights"):
+        result = import_reference_checkpoint(seam_file, tmp_path / "seam_voc.pt", classes=VOC)
+
+    assert result.class_set is None
+    assert "are not a histo-daen class set (luad, bcss)" in caplog.text
+    assert "evaluate and segment need the classes of a class set" in caplog.text
 
 
 def test_the_source_is_recorded(tmp_path: Path, seam_file: Path) -> None:
