@@ -150,3 +150,12 @@ def test_real_boxes_tiff_tiles_with_slide_mpp(openslide_fixtures: Path, tmp_path
     )
     assert code == 0, err
     assert out.startswith("boxes.tiff: ") and "tiles written" in out
+
+
+def test_the_shipped_config_file_works(tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs" / "tile.yaml"
+    code, _, err = _run(tiny_slide.path, "-o", tmp_path, "--config", config, "--workers", "1")
+    assert code == 0, err
+    tiles = sorted((tmp_path / "tiny" / "tiles").iterdir())
+    assert tiles and tiles[0].suffix == ".jpg"
+    assert "target_mpp: 0.5" in (tmp_path / "tiny" / "config.yaml").read_text()

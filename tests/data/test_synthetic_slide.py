@@ -110,3 +110,10 @@ def test_truncated_copy_keeps_the_first_bytes(tiny_slide: SyntheticSlide, tmp_pa
 def test_impossible_pyramid_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="7 levels do not fit a 40x40 slide"):
         write_synthetic_slide(tmp_path / "x.svs", size_wh=(40, 40), levels=7)
+
+
+def test_full_layout_covers_all_but_a_margin(tmp_path: Path) -> None:
+    slide = write_synthetic_slide(tmp_path / "full.svs", size_wh=(1024, 768), levels=2, tissue="full", seed=3)
+    mask = slide.read_mask()
+    assert (mask > 0).mean() > 0.8
+    assert (mask[0] == 0).all() and (mask[:, -1] == 0).all()  # a glass margin all round

@@ -133,3 +133,13 @@ def test_read_tile_is_identical_with_either_backend(tiny_slide: SyntheticSlide) 
             grid = tile_grid(slide, target_mpp=1.0, tile_size=160, min_tissue=0.5)
             tiles[backend] = np.stack([read_tile(slide, tile, 160) for tile in grid.tiles[:6]])
     np.testing.assert_array_equal(tiles["openslide"], tiles["tiffslide"])
+
+
+def test_use_pyramid_false_reads_level_0(tiny_slide: SyntheticSlide) -> None:
+    with open_slide(tiny_slide.path) as slide:
+        grid = tile_grid(slide, target_mpp=1.0, tile_size=224, min_tissue=0.0, use_pyramid=False)
+        tile = grid.tiles[6]
+        pixels = read_tile(slide, tile, 224)
+        region = slide.read_region((448, 448), 0, (448, 448))
+    assert grid.level == 0
+    np.testing.assert_array_equal(pixels, np.asarray(Image.fromarray(region).resize((224, 224), Image.Resampling.BOX)))
