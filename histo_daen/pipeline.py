@@ -10,6 +10,8 @@ Output layout (``OUT`` is the output folder)::
     OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas; written last
     OUT/<slide stem>/failed.json   instead of summary.json when the slide failed: the error message
 
+(Slides whose stems collide, ``a.svs`` and ``a.tiff``, get ``a_svs/`` and ``a_tiff/``.)
+
 Every slide is independent: a slide that fails (corrupt, no resolution, no tissue) is recorded and the others go on.
 A rerun skips slides whose ``summary.json`` exists, finishes maps left in ``map.zarr.partial`` at the first band not
 yet written, and refuses (naming what changed) to reuse a map made with another model, slide or settings unless
@@ -54,6 +56,7 @@ __all__ = [
     "SegmentReport",
     "SlideOutcome",
     "expand_slide_inputs",
+    "output_folder_names",
     "segment_slides",
     "write_summary_csv",
 ]
@@ -128,6 +131,30 @@ def expand_slide_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             found.add(path)
     return sorted(found, key=lambda p: str(p))
+
+
+def output_folder_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """Each slide's output folder name: its stem, or ``<stem>_<suffix>`` where stems collide (a.svs, a.tiff).
+
+    Raises:
+        ConfigError: two inputs would still share a folder (same file name in two folders).
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(path.stem, []).append(path)
+    names: dict[Path, str] = {}
+    for stem, group in by_stem.items():
+        for path in group:
+            names[path] = stem if len(group) == 1 else f"{stem}_{path.suffix.lstrip('.').lower()}"
+    seen: dict[str, Path] = {}
+    for path, name in names.items():
+        if name in seen:
+            raise ConfigError(
+                f"{seen[name]} and {path} would share the output folder '{name}'; "
+                "rename one or segment them into separate output folders"
+            )
+        seen[name] = path
+    return names
 
 
 def _file_sha256(path: Path) -> str:
@@ -362,15 +389,9 @@ def segment_slides(
     config = SegmentConfig() if config is None else config
     if not slides:
         raise ConfigError("no slides given: pass slide files, folders or glob patterns")
-    paths = shard_items(expand_slide_inputs(slides), shard)
-    stems: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in stems:
-            raise ConfigError(
-                f"{stems[path.stem]} and {path} would share the output folder '{path.stem}'; "
-                "rename one or segment them into separate output folders"
-            )
-        stems[path.stem] = path
+    every_path = expand_slide_inputs(slides)
+    folders = output_folder_names(every_path)  # over every shard's slides, so shards agree on the names
+    paths = shard_items(every_path, shard)
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -388,7 +409,7 @@ def segment_slides(
     dump_config(config, root / "config.yaml")
     outcomes = []
     for slide_path in tqdm(paths, unit="slide", disable=not progress or len(paths) < 2, desc="slides"):
-        folder = root / slide_path.stem
+        folder = root / folders[slide_path]
         try:
             outcome = _segment_one(
                 slide_path,

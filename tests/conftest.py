@@ -88,3 +88,20 @@ def openslide_fixtures() -> Path:
     if not OPENSLIDE_FIXTURES.is_dir():
         pytest.skip(f"shared data folder absent: {OPENSLIDE_FIXTURES.relative_to(REPO_ROOT.parent)}")
     return OPENSLIDE_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def segment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained DAEN checkpoint for slide segmentation: ResNet-18 at width 0.25, 64-px tiles at 2 um/px.
+
+    Its CAMs are arbitrary but fixed (seeded weights), which is all the segment tests need: shapes, files, resume.
+    """
+    import torch
+
+    from histo_daen.config.schema import ModelConfig
+    from histo_daen.models import build_model, checkpoint_state, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant="daen", backbone="resnet18", width=0.25, input_size=64, input_mpp=2.0))
+    path = tmp_path_factory.mktemp("segment_checkpoint") / "last.pt"
+    return save_checkpoint(path, checkpoint_state(model))

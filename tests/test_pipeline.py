@@ -1,0 +1,195 @@
+"""``segment_slides``: outputs per slide, the cohort table, failures isolated, skip/overwrite, shards, kill + resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from shapely.geometry import shape
+
+from histo_daen.cohort import Shard
+from histo_daen.config.schema import SegmentConfig
+from histo_daen.data.synthetic_slide import SyntheticSlide
+from histo_daen.export.zarr_map import read_tissue_map
+from histo_daen.pipeline import expand_slide_inputs, segment_slides
+
+# Small bands so a tiny slide's map (96 x 128 px at 8 um/px) has several of them.
+CONFIG = SegmentConfig(batch_size=8, workers=1, chunk_size=16, pyramid_levels=2, overview_max_side=256)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_slide_gives_map_geojson_picture_and_summary(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    report = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    (outcome,) = report.outcomes
+    assert outcome.status == "done" and outcome.folder == tmp_path / "tiny"
+    tissue_map = read_tissue_map(outcome.folder / "map.zarr")
+    # 1024 x 768 px at 0.5 um/px; tiles at 2 um/px, map stride 4 -> 8 um map pixels, 16 level-0 pixels each.
+    assert tissue_map.shape_hw == (48, 64) and tissue_map.map_downsample == 16.0
+    labels = tissue_map.labels(0)[:]
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4}
+    assert labels[0, 0] == 0 and labels[-1, -1] == 0  # glass corners around the disc
+    truth = tiny_tiff_slide.read_mask() > 0  # ground truth at 16 level-0 px per pixel, like the map
+    tissue = labels > 0
+    assert (tissue & truth).sum() / (tissue | truth).sum() > 0.85  # tissue found where the slide has it
+    summary = json.loads((outcome.folder / "summary.json").read_text())
+    assert summary["label_source"] == "predicted"
+    assert summary["slide"]["name"] == "tiny.tiff" and summary["model"]["checkpoint"] == "last.pt"
+    assert sum(area["percent_of_tissue"] for area in summary["areas"]) == pytest.approx(100.0)
+    tissue_pixels = int((labels > 0).sum())
+    assert summary["tissue_mm2"] == pytest.approx(tissue_pixels * (8 / 1000) ** 2)
+    collection = json.loads((outcome.folder / "map.geojson").read_text())
+    assert all(shape(f["geometry"]).is_valid for f in collection["features"])
+    assert (outcome.folder / "overview.png").stat().st_size > 1000
+    (row,) = _csv_rows(report.summary_csv)
+    assert row["slide"] == "tiny.tiff" and row["status"] == "done"
+    assert float(row["tissue_mm2"]) == pytest.approx(summary["tissue_mm2"], abs=1e-4)
+    assert not (outcome.folder / "map.zarr.partial").exists()
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_failing_slides_are_reported_and_the_others_finish(
+    tiny_tiff_slide: SyntheticSlide,
+    blank_slide: Path,
+    slide_without_mpp: Path,
+    truncated_slide: Path,
+    segment_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    slides = [blank_slide, slide_without_mpp, tiny_tiff_slide.path, truncated_slide]
+    report = segment_slides(slides, tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    status = {outcome.slide.name: outcome.status for outcome in report.outcomes}
+    assert status == {"blank.svs": "failed", "no_mpp.tiff": "failed", "tiny.tiff": "done", "truncated.svs": "failed"}
+    errors = {outcome.slide.name: outcome.error for outcome in report.failed}
+    assert "blank.svs" in errors["blank.svs"] and "min_tissue" in errors["blank.svs"]
+    assert "no_mpp.tiff" in errors["no_mpp.tiff"] and "--slide-mpp" in errors["no_mpp.tiff"]
+    assert "truncated.svs" in errors["truncated.svs"]
+    rows = {row["slide"]: row for row in _csv_rows(report.summary_csv)}
+    assert rows["blank.svs"]["status"] == "failed" and rows["blank.svs"]["error"] == errors["blank.svs"]
+    assert rows["tiny.tiff"]["status"] == "done"
+    assert not (tmp_path / "out" / "blank" / "map.zarr").exists()
+
+
+def test_rerun_skips_finished_slides_and_overwrite_redoes_them(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    first = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    labels = read_tissue_map(tmp_path / "tiny" / "map.zarr").labels(0)[:]
+    again = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    assert again.outcomes[0].status == "skipped" and again.outcomes[0].summary == first.outcomes[0].summary
+    redone = segment_slides(
+        [tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG, overwrite=True
+    )
+    assert redone.outcomes[0].status == "done"
+    assert np.array_equal(read_tissue_map(tmp_path / "tiny" / "map.zarr").labels(0)[:], labels)
+
+
+def test_a_map_made_with_other_settings_is_not_reused(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    other = SegmentConfig(**{**CONFIG.__dict__, "min_tissue": 0.2})
+    report = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other)
+    (failed,) = report.failed
+    assert "map.zarr: was made with another model, slide or settings" in failed.error
+    assert "segment.min_tissue: 0.05 -> 0.2" in failed.error and "--overwrite" in failed.error
+    assert read_tissue_map(tmp_path / "tiny" / "map.zarr").provenance["segment"]["min_tissue"] == 0.05
+
+
+def test_shards_split_the_sorted_slides(
+    tiny_tiff_slide: SyntheticSlide, tiny_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    slides = [tiny_slide.path, tiny_tiff_slide.path]
+    done = []
+    for index in range(2):
+        report = segment_slides(slides, tmp_path, checkpoint=segment_checkpoint, config=CONFIG, shard=Shard(index, 2))
+        done.append([outcome.slide for outcome in report.outcomes])
+    assert done == [[tiny_slide.path], [tiny_tiff_slide.path]]  # sorted by path: tiny.svs, then tiny.tiff
+    # Both stems are "tiny": the folders take the suffix, in every shard alike.
+    assert (tmp_path / "tiny_svs" / "summary.json").exists() and (tmp_path / "tiny_tiff" / "summary.json").exists()
+    assert sorted(row["slide"] for row in _csv_rows(tmp_path / "summary.csv")) == ["tiny.svs", "tiny.tiff"]
+
+
+def test_expand_slide_inputs_takes_files_folders_and_globs(tmp_path: Path) -> None:
+    for name in ("b.svs", "a.tiff", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.ndpi").write_bytes(b"x")
+    assert expand_slide_inputs([tmp_path]) == [tmp_path / "a.tiff", tmp_path / "b.svs"]
+    assert expand_slide_inputs([str(tmp_path / "*" / "*.ndpi"), tmp_path / "b.svs"]) == [
+        tmp_path / "b.svs",
+        tmp_path / "sub" / "c.ndpi",
+    ]
+    assert expand_slide_inputs([tmp_path / "missing.svs"]) == [tmp_path / "missing.svs"]  # reported by its slide
+
+
+_KILLABLE_RUN = """
+import sys
+from pathlib import Path
+from histo_daen.config import load_config
+from histo_daen.config.schema import SegmentConfig
+from histo_daen.pipeline import segment_slides
+
+config = load_config(SegmentConfig, overrides=sys.argv[4:])
+segment_slides([Path(sys.argv[1])], Path(sys.argv[2]), checkpoint=Path(sys.argv[3]), config=config)
+"""
+
+# Six bands of 16 map rows, batches of one tile, two test-time views: slow enough to be killed in the middle.
+_SLOW = ["chunk_size=16", "batch_size=1", "workers=1", "pyramid_levels=2", "inference.flip=true"]
+
+
+def _run(script: Path, slide: Path, out: Path, checkpoint: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(script), str(slide), str(out), str(checkpoint), *_SLOW]
+    with open(log, "wb") as stderr:  # the child keeps its own copy of the handle
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+@pytest.mark.slow
+def test_a_killed_job_resumes_to_the_same_map(
+    tiny_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    script, log = tmp_path / "run.py", tmp_path / "stderr.txt"
+    script.write_text(_KILLABLE_RUN, encoding="utf-8")
+    killed_out, reference_out = tmp_path / "killed", tmp_path / "reference"
+    slide = tiny_slide.path
+    process = _run(script, slide, killed_out, segment_checkpoint, log)
+    partial = killed_out / "tiny" / "map.zarr.partial"
+    bands_done, deadline = 0, time.monotonic() + 120
+    while bands_done < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        try:
+            bands_done = zarr.open_group(partial, mode="r").attrs["histo_daen"]["bands_done"]
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert partial.exists(), f"the job ended before it could be killed: {log.read_text()}"
+    attrs = zarr.open_group(partial, mode="r").attrs["histo_daen"]
+    n_bands = math.ceil(attrs["shape_hw"][0] / attrs["chunk_size"])
+    assert 2 <= attrs["bands_done"] < n_bands, "the job was not killed between bands; make it slower"
+
+    resumed = _run(script, slide, killed_out, segment_checkpoint, tmp_path / "resumed.txt")
+    reference = _run(script, slide, reference_out, segment_checkpoint, tmp_path / "reference.txt")
+    assert resumed.wait() == 0, (tmp_path / "resumed.txt").read_text()
+    assert reference.wait() == 0, (tmp_path / "reference.txt").read_text()
+    killed_map = read_tissue_map(killed_out / "tiny" / "map.zarr")
+    reference_map = read_tissue_map(reference_out / "tiny" / "map.zarr")
+    for level in range(2):
+        assert np.array_equal(killed_map.labels(level)[:], reference_map.labels(level)[:])
+        assert np.array_equal(killed_map.scores(level)[:], reference_map.scores(level)[:])
