@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -64,6 +65,9 @@ def _start_method() -> str:
 
 def _open_worker_slide(source: SlideSource) -> None:
     global _WORKER_SLIDE
+    # Ctrl-C reaches the whole process group: the parent handles it (stops handing out work, waits for the chunks
+    # in flight); workers ignoring it keeps them from dying mid-write with a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_SLIDE = source.open(validate=False)
 
 
