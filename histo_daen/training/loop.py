@@ -530,6 +530,7 @@ def _run_steps(
                         (terms.total / accumulation).backward()
                     for key, value in {"loss": terms.total, **terms.terms}.items():
                         step_terms[key] = step_terms.get(key, 0.0) + float(value.detach()) / accumulation
+                lr_used = optimizer.param_groups[0]["lr"]  # the base (backbone) rate of this step
                 optimizer.step()
                 schedule.step()
                 step += 1
@@ -551,7 +552,7 @@ def _run_steps(
                         {
                             "step": step,
                             "epoch": epoch,
-                            "lr": optimizer.param_groups[0]["lr"],
+                            "lr": lr_used,
                             **{k: round(v, 6) for k, v in averaged.items()},
                             "images_per_second": round(images_per_second, 3),
                             "data_time_share": round(window_data / max(window_time, 1e-9), 4),
