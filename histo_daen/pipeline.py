@@ -22,7 +22,6 @@ process writes only its own slides' folders, and ``summary.csv`` is rebuilt from
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import io
 import json
@@ -50,12 +49,11 @@ from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, 
 from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_map, segment_slide
 from histo_daen.models.checkpoint import LoadedModel, load_model
 from histo_daen.slide import open_slide
+from histo_daen.slide.discovery import find_slides
 
 __all__ = [
-    "SLIDE_SUFFIXES",
     "SegmentReport",
     "SlideOutcome",
-    "expand_slide_inputs",
     "output_folder_names",
     "segment_slides",
     "write_summary_csv",
@@ -63,8 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Files taken from a folder given as input (files named explicitly are taken whatever their suffix).
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".svslide", ".bif", ".vms", ".vmu", ".czi")
 # Settings that change the map; the rest (batch size, readers, GeoJSON and picture options) may change on resume.
 _MAP_SETTINGS = (
     "overlap",
@@ -113,24 +109,6 @@ class SegmentReport:
     @property
     def failed(self) -> list[SlideOutcome]:
         return [outcome for outcome in self.outcomes if outcome.status == "failed"]
-
-
-def expand_slide_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Slide files from files, folders (their slide files, not recursive) and glob patterns, sorted, deduplicated.
-
-    A path that does not exist and matches nothing is kept, so the slide's own error reports it with the others.
-    """
-    found: set[Path] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found.update(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)
-        elif not path.exists() and glob.has_magic(str(item)):
-            matches = [Path(m) for m in glob.glob(str(item)) if Path(m).is_file()]
-            found.update(matches if matches else [path])
-        else:
-            found.add(path)
-    return sorted(found, key=lambda p: str(p))
 
 
 def output_folder_names(paths: Sequence[Path]) -> dict[Path, str]:
@@ -370,7 +348,7 @@ def segment_slides(
     """Segment slides into tissue maps with a trained checkpoint (layout in the module docstring).
 
     Args:
-        slides: slide files, folders or glob patterns (expanded by :func:`expand_slide_inputs`).
+        slides: slide files, folders or glob patterns (expanded by :func:`histo_daen.slide.discovery.find_slides`).
         output_dir: the output folder, created if missing.
         checkpoint: a histo-daen checkpoint (``last.pt`` of a training run, or an imported one).
         config: the segment settings (default: ``SegmentConfig()``).
@@ -389,9 +367,9 @@ def segment_slides(
     config = SegmentConfig() if config is None else config
     if not slides:
         raise ConfigError("no slides given: pass slide files, folders or glob patterns")
-    every_path = expand_slide_inputs(slides)
-    folders = output_folder_names(every_path)  # over every shard's slides, so shards agree on the names
-    paths = shard_items(every_path, shard)
+    found = find_slides(slides)
+    folders = output_folder_names(found.slides)  # over every shard's slides, so shards agree on the names
+    paths = shard_items(found.slides, shard)
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -407,7 +385,11 @@ def segment_slides(
     predictor = CamPredictor(loaded.model, len(classes), config.inference)
     model_provenance = _model_provenance(checkpoint_path, loaded)
     dump_config(config, root / "config.yaml")
-    outcomes = []
+    # Inputs that name no slide (a typo, an empty folder) are reported once, by the first shard.
+    outcomes = [
+        SlideOutcome(problem.path, root, "failed", error=str(problem))
+        for problem in (found.problems if shard is None or shard.index == 0 else ())
+    ]
     for slide_path in tqdm(paths, unit="slide", disable=not progress or len(paths) < 2, desc="slides"):
         folder = root / folders[slide_path]
         try:

@@ -20,8 +20,9 @@ from shapely.geometry import shape
 from histo_daen.cohort import Shard
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
+from histo_daen.errors import ConfigError
 from histo_daen.export.zarr_map import read_tissue_map
-from histo_daen.pipeline import expand_slide_inputs, segment_slides
+from histo_daen.pipeline import output_folder_names, segment_slides
 
 # Small bands so a tiny slide's map (96 x 128 px at 8 um/px) has several of them.
 CONFIG = SegmentConfig(batch_size=8, workers=1, chunk_size=16, pyramid_levels=2, overview_max_side=256)
@@ -125,17 +126,18 @@ def test_shards_split_the_sorted_slides(
     assert sorted(row["slide"] for row in _csv_rows(tmp_path / "summary.csv")) == ["tiny.svs", "tiny.tiff"]
 
 
-def test_expand_slide_inputs_takes_files_folders_and_globs(tmp_path: Path) -> None:
-    for name in ("b.svs", "a.tiff", "notes.txt"):
-        (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "c.ndpi").write_bytes(b"x")
-    assert expand_slide_inputs([tmp_path]) == [tmp_path / "a.tiff", tmp_path / "b.svs"]
-    assert expand_slide_inputs([str(tmp_path / "*" / "*.ndpi"), tmp_path / "b.svs"]) == [
-        tmp_path / "b.svs",
-        tmp_path / "sub" / "c.ndpi",
-    ]
-    assert expand_slide_inputs([tmp_path / "missing.svs"]) == [tmp_path / "missing.svs"]  # reported by its slide
+def test_output_folders_take_the_suffix_only_where_stems_collide() -> None:
+    paths = [Path("a/x.svs"), Path("b/x.tiff"), Path("b/y.svs")]
+    assert output_folder_names(paths) == {paths[0]: "x_svs", paths[1]: "x_tiff", paths[2]: "y"}
+    with pytest.raises(ConfigError, match=r"a/x\.svs and b/x\.svs would share the output folder 'x_svs'"):
+        output_folder_names([Path("a/x.svs"), Path("b/x.svs"), Path("c/x.tiff")])
+
+
+def test_inputs_that_name_no_slide_are_reported(segment_checkpoint: Path, tmp_path: Path) -> None:
+    report = segment_slides([tmp_path / "typo.svs"], tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    (failed,) = report.failed
+    assert "typo.svs: does not exist" in failed.error
+    assert not (tmp_path / "out" / "typo").exists()
 
 
 _KILLABLE_RUN = """
@@ -143,6 +145,7 @@ import sys
 from pathlib import Path
 from histo_daen.config import load_config
 from histo_daen.config.schema import SegmentConfig
+from histo_daen.errors import ConfigError
 from histo_daen.pipeline import segment_slides
 
 config = load_config(SegmentConfig, overrides=sys.argv[4:])
