@@ -9,6 +9,7 @@ import pytest
 from histo_daen import demo
 
 
+@pytest.mark.slow
 def test_demo_writes_a_slide_and_tiles_it_then_reuses_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(demo.DEMO_SLIDE, "size_wh", (1536, 1024))
     lines: list[str] = []

@@ -50,6 +50,7 @@ def test_tile_slide_writes_tiles_manifest_and_pictures(small_slide: SyntheticSli
     assert result.tissue_area_mm2 == pytest.approx(np.pi * (0.3 * 768 * 0.5e-3) ** 2, rel=0.1)  # the disc
 
 
+@pytest.mark.slow
 def test_tiling_twice_gives_byte_identical_outputs(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     tile_slide(small_slide.path, tmp_path / "a", SMALL, workers=2)
     tile_slide(small_slide.path, tmp_path / "b", SMALL, workers=0)
@@ -57,34 +58,34 @@ def test_tiling_twice_gives_byte_identical_outputs(small_slide: SyntheticSlide, 
 
 
 def test_rerun_with_equal_settings_skips_every_verified_tile(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    first = tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+    first = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     before = _files(tmp_path / "small")
-    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     assert (again.n_written, again.n_skipped) == (0, first.n_tiles)
     assert _files(tmp_path / "small") == before
 
 
 def test_rerun_rewrites_a_damaged_tile(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     before = _files(tmp_path / "small")
     damaged = tmp_path / "small" / read_manifest(tmp_path / "small" / "manifest.csv")[3]["path"]
     damaged.write_bytes(damaged.read_bytes()[:100])
-    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     assert again.n_written == 1
     assert _files(tmp_path / "small") == before
 
 
 def test_other_settings_stop_and_name_what_changed(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     with pytest.raises(
         OutputExistsError, match=r"small: was tiled with other settings \(tile_size 64 -> 96\).*--overwrite"
     ):
-        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96), workers=1)
+        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96), workers=0)
 
 
 def test_overwrite_replaces_an_output_made_with_other_settings(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
-    result = tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96, format="jpeg"), workers=1, overwrite=True)
+    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    result = tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96, format="jpeg"), workers=0, overwrite=True)
     names = [p.name for p in (tmp_path / "small" / "tiles").iterdir()]
     assert len(names) == result.n_tiles and all(name.endswith(".jpg") for name in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]  # no .partial or .old folder left
@@ -94,19 +95,19 @@ def test_foreign_folder_in_the_way_is_not_replaced(small_slide: SyntheticSlide, 
     (tmp_path / "small").mkdir()
     (tmp_path / "small" / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match=r"small: exists but is not a complete histo-daen tiling output"):
-        tile_slide(small_slide.path, tmp_path, SMALL, workers=1)
+        tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
     assert (tmp_path / "small" / "notes.txt").read_text() == "mine"
 
 
 def test_blank_slide_reports_no_tissue_and_writes_nothing(blank_slide: Path, tmp_path: Path) -> None:
     with pytest.raises(NoTissueError, match=r"blank\.svs: no tissue found"):
-        tile_slide(blank_slide, tmp_path / "out", SMALL, workers=1)
+        tile_slide(blank_slide, tmp_path / "out", SMALL, workers=0)
     assert not (tmp_path / "out").exists()
 
 
 def test_tissue_without_a_full_enough_tile_says_what_to_lower(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     with pytest.raises(NoTissueError, match=r"small\.svs: has 0\.\d+ mm² of tissue, but no 300-px tile .*--min-tissue"):
-        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=300, min_tissue=1.0), workers=1)
+        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=300, min_tissue=1.0), workers=0)
 
 
 def test_output_that_is_a_file_is_refused(small_slide: SyntheticSlide, tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_output_that_is_a_file_is_refused(small_slide: SyntheticSlide, tmp_path:
 
 def test_unicode_slide_name(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     slide = copy_slide(small_slide, tmp_path / "in", "Lunge_ü_肺腺癌.svs")
-    result = tile_slide(slide, tmp_path / "out", SMALL, workers=1)
+    result = tile_slide(slide, tmp_path / "out", SMALL, workers=0)
     assert result.output_dir.name == "Lunge_ü_肺腺癌"
     assert read_manifest(result.manifest_path)[0]["slide"] == "Lunge_ü_肺腺癌.svs"
 
@@ -133,7 +134,7 @@ def test_cohort_reports_bad_slides_and_finishes_the_others(
     (inputs / "truncated.svs").write_bytes(truncated_slide.read_bytes())
     (inputs / "small.mask.png").write_bytes(b"not a slide name: skipped in folders")
     seen: list[SlideTilingResult | SlideFailure] = []
-    result = tile_slides([inputs, tmp_path / "missing.svs"], tmp_path / "out", SMALL, workers=1, report=seen.append)
+    result = tile_slides([inputs, tmp_path / "missing.svs"], tmp_path / "out", SMALL, workers=0, report=seen.append)
     assert [r.slide_path.name for r in result.results] == ["small.svs"]
     messages = {failure.path.name: str(failure.error) for failure in result.failures}
     assert sorted(messages) == ["missing.svs", "notes.svs", "truncated.svs"]
@@ -144,6 +145,7 @@ def test_cohort_reports_bad_slides_and_finishes_the_others(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small"]
 
 
+@pytest.mark.slow
 def test_shards_split_the_cohort(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     for name in ("a.svs", "b.svs", "c.svs"):
         copy_slide(small_slide, tmp_path / "in", name)

@@ -92,6 +92,7 @@ def test_mask_matches_the_ground_truth_of_a_synthetic_slide(tiny_slide: Syntheti
     assert iou > 0.95
 
 
+@pytest.mark.slow
 def test_pen_marks_and_dust_do_not_change_the_mask(marked_slide_pair: tuple[SyntheticSlide, SyntheticSlide]) -> None:
     clean, marked = marked_slide_pair
     clean_thumbnail, truth = _thumbnail_and_truth(clean)
