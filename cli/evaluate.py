@@ -101,7 +101,7 @@ def evaluate_command(
     record = result.record
     click.echo(
         f"{record['method']} on {record['dataset']['split']} ({result.n_images} patches, "
-        f"{record['protocol']['label_source']} labels, {record['protocol']['cam_source']} CAMs):"
+        f"{record['protocol']['label_source']} labels, {record['protocol']['cams_used']} CAMs):"
     )
     click.echo(result.table())
     click.echo(f"Evaluation written to {result.output_dir}")

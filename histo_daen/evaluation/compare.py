@@ -152,8 +152,12 @@ def _protocol_summary(record: dict[str, Any]) -> str:
     parts = [str(protocol.get("name", "?")), f"{protocol.get('label_source', '?')} labels"]
     if protocol.get("label_source") == "predicted":
         parts[-1] += f" > {protocol.get('label_threshold')}"
-    if "cam_source" in protocol:
-        parts.append(f"{protocol['cam_source']} CAMs")
+    used = protocol.get("cams_used", protocol.get("cam_source"))
+    if used is not None:
+        parts.append("Grad-CAM" if used == "grad-cam" else f"{used} CAMs")
+    scales = protocol.get("scales")
+    if scales is not None:
+        parts.append(f"{len(scales)} scale{'s' if len(scales) > 1 else ''}{' + flips' if protocol.get('flip') else ''}")
     if protocol.get("background_alpha") is not None:
         parts.append(f"alpha {protocol['background_alpha']}")
     return ", ".join(parts)

@@ -45,7 +45,7 @@ from histo_daen.evaluation.folders import check_output_dir, replace_folder
 from histo_daen.evaluation.metrics import PROTOCOL, Scores, confusion_matrix, scores
 from histo_daen.evaluation.pictures import save_confusion_matrix, save_example
 from histo_daen.evaluation.report import format_scores_table, write_metrics
-from histo_daen.inference.cams import compute_cams
+from histo_daen.inference.cams import cam_kind, compute_cams
 from histo_daen.inference.labels import cams_to_label_map
 from histo_daen.models.checkpoint import LoadedModel, load_model
 
@@ -321,6 +321,7 @@ def _record(
                 "tissue counts as a miss; mIoU = nanmean of the per-class IoU over the tissue classes"
             ),
             **settings,
+            "cams_used": cam_kind(loaded.model, cfg.inference),  # what ran: grad-cam, refined (PCM) or raw
             "effective_scales": [s * input_scale for s in cfg.inference.scales],
         },
         "image_labels": label_stats,

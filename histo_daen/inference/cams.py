@@ -39,6 +39,7 @@ __all__ = [
     "CamResult",
     "CamSettings",
     "InferenceView",
+    "cam_kind",
     "compute_cams",
     "inference_views",
     "normalise_cams",
@@ -217,6 +218,18 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def cam_kind(model: nn.Module, settings: CamSettings) -> str:
+    """Which maps :func:`compute_cams` computes for this model: "grad-cam", "refined" (PCM) or "raw" (fc8).
+
+    Variants without a PCM give "raw" whatever ``settings.cam_source`` asks; outputs record this, not the wish.
+    """
+    if isinstance(model, HistoSegNet):
+        return "grad-cam"
+    if settings.cam_source == "refined" and getattr(model, "use_pcm", True):
+        return "refined"
+    return "raw"
 
 
 def _view_maps(model: nn.Module, view: torch.Tensor, settings: CamSettings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,7 +106,7 @@ def test_checkpoint_that_is_not_ours(dataset: Path, tmp_path: Path) -> None:
 def test_data_root_without_masks_for_the_split(checkpoint: Path, dataset: Path, tmp_path: Path) -> None:
     shutil.rmtree(dataset / "test" / "mask")
     result = _evaluate("--checkpoint", checkpoint, "--data-root", dataset, "-o", tmp_path / "eval")
-    _assert_one_error_line(result, str(dataset), "split folder without img/ and mask/ subfolders", "test/mask")
+    _assert_one_error_line(result, str(dataset), "split folder without img/ and mask/", "test/mask")
 
 
 def test_masks_of_the_wrong_size(checkpoint: Path, dataset: Path, tmp_path: Path) -> None:

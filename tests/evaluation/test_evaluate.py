@@ -82,6 +82,7 @@ def test_evaluate_writes_metrics_masks_and_pictures(tiny_luad: Path, tiny_checkp
     assert record["checkpoint"]["variant"] == "cam" and record["checkpoint"]["step"] == 3
     assert record["checkpoint"]["model_config"]["width"] == 0.125
     assert record["protocol"]["name"] == "mlps" and record["protocol"]["label_source"] == "predicted"
+    assert record["protocol"]["cams_used"] == "raw"  # the cam variant has no PCM, whatever cam_source asks
     assert record["protocol"]["scales"] == [0.5, 1.0, 1.5, 2.0] and record["protocol"]["flip"] is True
     assert record["dataset"]["split"] == "test" and record["dataset"]["n_images"] == 4
     assert yaml.safe_load((out / "config.yaml").read_text())["batch_size"] == 3

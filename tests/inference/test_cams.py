@@ -12,6 +12,7 @@ from torch import nn
 from histo_daen.config.schema import InferenceConfig
 from histo_daen.inference.cams import (
     InferenceView,
+    cam_kind,
     compute_cams,
     inference_views,
     normalise_cams,
@@ -213,3 +214,17 @@ def test_grad_cam_of_a_dense_head_matches_the_analytic_gradient() -> None:
                 maps[0, c] / maps[0, c].max(), expected[c] / expected[c].max(), atol=1e-4, rtol=0
             )
     torch.testing.assert_close(logits, model(images).logits)
+
+
+@pytest.mark.parametrize(
+    ("variant", "cam_source", "expected"),
+    [
+        ("seam", "refined", "refined"),
+        ("seam", "raw", "raw"),
+        ("cam", "refined", "raw"),
+        ("histosegnet", "raw", "grad-cam"),
+    ],
+)
+def test_cam_kind_says_what_actually_runs(variant: str, cam_source: str, expected: str) -> None:
+    model = build_model(variant=variant, backbone="resnet18", width=0.125)
+    assert cam_kind(model, InferenceConfig(cam_source=cam_source)) == expected
