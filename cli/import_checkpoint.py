@@ -88,5 +88,5 @@ def import_checkpoint_command(
         f"({', '.join(result.classes)}), input normalisation {model.input_normalisation}"
     )
     if result.report.ignored:
-        click.echo(f"Not carried over: {', '.join(dict.fromkeys(k.split('.')[0] for k in result.report.ignored))}")
+        click.echo(f"Not carried over: {', '.join(result.report.ignored_layers)}")
     click.echo(f"Checkpoint written: {result.output}")

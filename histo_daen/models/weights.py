@@ -34,7 +34,8 @@ have written them over ``bn7``).
 
 Checks (``strict=True``, the default): the file is for the model's backbone family and depth; every backbone
 tensor of the model comes from the file with the model's shape; each file tensor is used, or is a classifier
-that pretraining leaves behind (``fc.*``, ``linear1000_*``) or a PCM layer of a model without PCM; head tensors
+that pretraining leaves behind (``fc.*``, ``linear1000_*``) or a SEAM head the model does not have (the PCM of
+``cam``, the ``fc8`` of ``histosegnet``); head tensors
 present in both (``fc8``) have equal shapes; every loaded value is finite. ``strict=False`` accepts a partial
 backbone and skips head tensors that do not fit (they are listed in the report); backbone shapes must still match.
 
@@ -49,6 +50,7 @@ import hashlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +83,8 @@ logger = logging.getLogger(__name__)
 FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision"]
 
 _PCM_LAYERS = ("f8_3", "f8_4", "f9")
-_HEAD_LAYERS = ("fc8", *_PCM_LAYERS, "csm")
+_REFERENCE_HEADS = ("fc8", *_PCM_LAYERS)  # SEAM's heads; a model without one (cam: PCM, histosegnet: fc8) skips it
+_HEAD_LAYERS = (*_REFERENCE_HEADS, "csm")
 _IMAGENET_CLASSIFIERS = ("fc", "linear1000")  # torchvision's and MXNet's 1000-class layers
 _SEAM_BN_PARAMS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_var": "running_var"}
 _MX_CONV = re.compile(r"res(?P<stage>\d)(?P<unit>a|b(?P<k>\d+))_(?P<branch>branch(?:1|2a|2b1|2b2))_weight")
@@ -166,7 +169,12 @@ def mxnet_to_seam_key(name: str) -> str | None:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Pickles from other tools trigger a protocol warning just before the refusal reported below.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
     except Exception as err:
         # torch.load surfaces a damaged or foreign file as any of a dozen builtin errors (a random binary gives
         # an IndexError, a text file a KeyError); every one means the same thing to the user.
@@ -286,8 +294,8 @@ class LoadReport:
         loaded: model state-dict keys whose values now come from the file (BatchNorm's ``num_batches_tracked``
             counters, which SEAM-era files may lack, are loaded when present but not listed).
         left_at_init: model keys the file did not provide (new heads such as ``fc8``, the CSM), model order.
-        ignored: file keys not used: an ImageNet classifier (``fc.*``, ``linear1000_*``), PCM layers of a model
-            without PCM, and with ``strict=False`` whatever did not fit.
+        ignored: file keys not used: an ImageNet classifier (``fc.*``, ``linear1000_*``), SEAM heads the model does
+            not have (PCM layers for ``cam``), and with ``strict=False`` whatever did not fit.
     """
 
     path: Path
@@ -297,13 +305,18 @@ class LoadReport:
     left_at_init: tuple[str, ...]
     ignored: tuple[str, ...]
 
+    @property
+    def ignored_layers(self) -> tuple[str, ...]:
+        """The top-level layers of :attr:`ignored` (``("f8_3", "f8_4", "f9")``, ``("linear1000",)``)."""
+        return tuple(_layer_names(self.ignored))
+
     def summary(self) -> str:
         """One line: counts and the layers by name, e.g. for the CLI or a log."""
         text = f"{len(self.loaded)} tensors from {self.path.name}, {self.description}"
         if self.left_at_init:
             text += f"; left at initialisation: {', '.join(_layer_names(self.left_at_init))}"
         if self.ignored:
-            text += f"; not used: {', '.join(_layer_names(self.ignored))}"
+            text += f"; not used: {', '.join(self.ignored_layers)}"
         return text
 
 
@@ -396,7 +409,7 @@ def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadR
     head_shapes: list[str] = []
     for key, tensor in weights.tensors.items():
         layer = key.split(".")[0]
-        if layer in _IMAGENET_CLASSIFIERS or (layer in _PCM_LAYERS and key not in own):
+        if layer in _IMAGENET_CLASSIFIERS or (layer in _REFERENCE_HEADS and key not in own):
             ignored.append(key)
         elif key not in own:
             unexpected.append(key)
@@ -617,7 +630,7 @@ def import_reference_checkpoint(
             "path": str(path.resolve()),
             "sha256": _file_digest(path),
             "tensors_loaded": len(report.loaded),
-            "not_carried_over": list(_layer_names(report.ignored)),
+            "not_carried_over": list(report.ignored_layers),
         },
     )
     save_checkpoint(target, state)

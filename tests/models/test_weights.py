@@ -245,6 +245,18 @@ def test_full_seam_checkpoint_into_a_cam_model_leaves_out_the_pcm(tmp_path: Path
     assert report.ignored == ("f8_3.weight", "f8_4.weight", "f9.weight")
 
 
+def test_mlps_checkpoint_into_histosegnet_takes_the_backbone(tmp_path: Path) -> None:
+    mlps = _randomised(_resnet38("cam", background_channel=False), seed=7)
+    path = tmp_path / "stage1.pth"
+    torch.save(mlps.state_dict(), path)
+    model = build_model(variant="histosegnet", backbone="resnet38", width=WIDTH, input_normalisation="none")
+
+    report = load_pretrained(model, path)
+
+    _assert_tensors_equal(model, _backbone_state(mlps))
+    assert report.ignored_layers == ("fc8",)  # HistoSegNet's dense head replaces fc8
+
+
 def test_torchvision_resnet18_loads_everything_but_fc(tmp_path: Path) -> None:
     reference = torchvision.models.resnet18(weights=None)
     _randomised(reference, seed=3)  # type: ignore[arg-type]
