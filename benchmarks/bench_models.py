@@ -3,11 +3,12 @@
 For each backbone x input size x pass (``forward``: eval mode under ``inference_mode``; ``train``: train mode,
 forward + backward of ``logits.sum() + cams_refined.mean()``) x precision mode, every variant runs in a fresh
 process (so peak memory is its own): ``--warmup`` untimed calls, then ``--repeats`` timed calls (median wall
-time and process CPU time per batch), and the peak memory of the pass (CPU: peak RSS minus the RSS before the
-first call; CUDA: ``max_memory_allocated`` minus the allocation before it). With ``--rounds`` > 1 the variants
-are measured in turn, round after round, and each round's ratio against ``seam`` (measured minutes apart at
-most) is kept; the table shows medians. Ratios divide by ``seam`` with the same backbone, size, mode and pass, so
-the cost of the CSM (``daen`` / ``seam``) is a number; ``t/fp32`` divides by the ``fp32`` mode.
+time and process CPU time per batch), and the peak memory of the pass (CPU: peak RSS, reset after building the
+model, minus the RSS before the first call; CUDA: ``max_memory_allocated`` minus the allocation before it). With
+``--rounds`` > 1 the variants are measured in turn, round after round, and each round's ratio against ``seam``
+(measured minutes apart at most) is kept; the table shows medians. Ratios divide by ``seam`` with the same
+backbone, size, mode and pass, so the cost of the CSM (``daen`` / ``seam``) is a number; ``t/fp32`` divides by the
+``fp32`` mode.
 
 CPU seconds (``cpu s``) are the process's own CPU time: on a machine shared with other jobs they vary much less
 than wall time, which counts the time other processes held the cores.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import multiprocessing
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -60,10 +60,19 @@ class Measurement:
     peak_mib: float  # peak memory of the pass above what was held before it
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        resident_pages = int(handle.read().split()[1])
-    return resident_pages * resource.getpagesize() / 2**20
+def _status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS: now; VmHWM: peak since the last reset)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    """Make VmHWM start again from the current RSS (Linux >= 4.0), so building the model does not count."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 def _measure(case: Case) -> Measurement:
@@ -107,7 +116,8 @@ def _measure(case: Case) -> Measurement:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device) / 2**20
     else:
-        before = _rss_mib()
+        _reset_peak_rss()
+        before = _status_mib("VmRSS")
     times, cpu_times = [], []
     for index in range(case.warmup + case.repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -118,7 +128,7 @@ def _measure(case: Case) -> Measurement:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss is KiB on Linux
+        peak = _status_mib("VmHWM") - before
     return Measurement(
         case=case, seconds=statistics.median(times), cpu_seconds=statistics.median(cpu_times), peak_mib=peak
     )
