@@ -21,7 +21,12 @@ __all__ = ["train_command"]
     type=click.Path(file_okay=False, path_type=Path),
     help="Run folder for last.pt, config.yaml and metrics.jsonl; created.",
 )
-@click.option("--dataset", default=None, help="Dataset kind: luad (LUAD-HistoSeg), bcss (BCSS-WSSS). [default: luad]")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Dataset kind: luad (LUAD-HistoSeg), bcss (BCSS-WSSS), tiles (histo-daen tile output + data.labels_csv=FILE). "
+    "[default: luad]",
+)
 @click.option(
     "--data-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

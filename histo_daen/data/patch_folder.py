@@ -36,6 +36,7 @@ __all__ = [
     "PatchRecord",
     "Problem",
     "Split",
+    "check_image_file",
     "check_patch_folder",
     "find_split_folder",
     "format_problems",
@@ -107,6 +108,10 @@ _KINDS: dict[str, tuple[str, str]] = {
     "mask_index": ("mask with an index above {exclude}", "masks with an index above {exclude}"),
     "no_subfolders": ("split folder without img/ and mask/", "split folders without img/ and mask/"),
     "empty_split": ("split folder without any .png patch", "split folders without any .png patch"),
+    # Tile datasets (histo_daen.data.tiles):
+    "unknown_tile": ("label for a tile in no manifest", "labels for tiles in no manifest"),
+    "duplicate_tile": ("tile labelled twice", "tiles labelled twice"),
+    "missing_tile": ("tile file missing", "tile files missing"),
 }
 
 
@@ -216,15 +221,23 @@ def scan_split(
     return scan.records, scan.problems
 
 
-def _check_files(record: PatchRecord, layout: FolderLayout) -> list[Problem]:
-    """Open the image (and mask) of one record: readable, sizes agree, mask indices in range."""
-    problems: list[Problem] = []
+def check_image_file(path: Path) -> tuple[tuple[int, int] | None, Problem | None]:
+    """Open an image file without decoding it: its (width, height), or the problem that it is unreadable."""
     try:
-        with Image.open(record.image) as image:
+        with Image.open(path) as image:
             size_wh = image.size
             image.verify()  # walks every chunk and its CRC without decoding: catches truncated files
     except (OSError, SyntaxError, ValueError) as err:
-        return [Problem("unreadable", record.image, str(err).replace(f"'{record.image}'", "").strip())]
+        return None, Problem("unreadable", path, str(err).replace(f"'{path}'", "").strip())
+    return size_wh, None
+
+
+def _check_files(record: PatchRecord, layout: FolderLayout) -> list[Problem]:
+    """Open the image (and mask) of one record: readable, sizes agree, mask indices in range."""
+    problems: list[Problem] = []
+    size_wh, unreadable = check_image_file(record.image)
+    if unreadable is not None:
+        return [unreadable]
     if record.mask is None:
         return problems
     try:
@@ -247,7 +260,7 @@ def _layout_hint(layout: FolderLayout) -> str:
     )
 
 
-def format_problems(problems: Sequence[Problem], root: Path, layout: FolderLayout) -> str:
+def format_problems(problems: Sequence[Problem], root: Path, class_set: ClassSet) -> str:
     """All problems as one line: per kind, a count and the first few files relative to ``root``."""
     by_kind: dict[str, list[Problem]] = {}
     for problem in problems:
@@ -263,9 +276,7 @@ def format_problems(problems: Sequence[Problem], root: Path, layout: FolderLayou
             shown.append(f"{name} ({item.detail})" if item.detail else name)
         more = f" and {len(items) - _SHOWN_PER_PROBLEM} more" if len(items) > _SHOWN_PER_PROBLEM else ""
         one, several = _KINDS[kind]
-        noun = (one if len(items) == 1 else several).format(
-            n=len(layout.class_set), exclude=layout.class_set.exclude_index
-        )
+        noun = (one if len(items) == 1 else several).format(n=len(class_set), exclude=class_set.exclude_index)
         parts.append(f"{len(items)} {noun}: {', '.join(shown)}{more}")
     return "; ".join(parts)
 
@@ -317,7 +328,7 @@ def check_patch_folder(
         raise DatasetError(
             base,
             f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in the {layout.title} folder: "
-            + format_problems(problems, base, layout),
+            + format_problems(problems, base, layout.class_set),
             "Fix or remove these files, then run again. " + _layout_hint(layout),
         )
     for split, split_records in records.items():

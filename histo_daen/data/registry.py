@@ -15,6 +15,7 @@ from histo_daen.config.schema import DataConfig
 from histo_daen.data.bcss import check_bcss
 from histo_daen.data.luad import LUAD_MPP, check_luad
 from histo_daen.data.patch_folder import PatchRecord, Split
+from histo_daen.data.tiles import check_tiles
 from histo_daen.errors import ConfigError
 
 __all__ = ["DatasetSpec", "dataset_names", "dataset_spec", "load_splits", "register_dataset"]
@@ -106,5 +107,14 @@ def _load_bcss(
     return check_bcss(cfg.root, splits=splits, required=required, open_files=open_files, progress=progress)
 
 
+def _load_tiles(
+    cfg: DataConfig, splits: Sequence[Split], required: Sequence[Split], open_files: bool, progress: bool
+) -> dict[Split, list[PatchRecord]]:
+    assert cfg.root is not None
+    return check_tiles(cfg.root, cfg.labels_csv, splits=splits, open_files=open_files, progress=progress)
+
+
 register_dataset(DatasetSpec("luad", "LUAD-HistoSeg", LUAD, LUAD_MPP, _load_luad))
 register_dataset(DatasetSpec("bcss", "BCSS-WSSS", BCSS, None, _load_bcss))
+# The tiles' resolution is whatever `histo-daen tile --mpp` used: model.input_mpp must be set to it by the user.
+register_dataset(DatasetSpec("tiles", "tiled slides with a label CSV", LUAD, None, _load_tiles))

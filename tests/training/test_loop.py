@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from histo_daen.config.load import dump_config, load_config
-from histo_daen.config.schema import TrainConfig
+from histo_daen.config.schema import TileConfig, TrainConfig
 from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import load_splits
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError
 from histo_daen.models.checkpoint import load_model, read_checkpoint
 from histo_daen.models.registry import build_model
 from histo_daen.seeding import seed_everything
+from histo_daen.tiling.job import tile_slide
+from histo_daen.tiling.manifest import read_manifest
 from histo_daen.training.affine import TwinParams, TwinTransform
 from histo_daen.training.loop import resolve_objective, train
 from histo_daen.training.objective import classification_objective, seam_objective
@@ -259,3 +261,19 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(
 def build_initial(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     seed_everything(cfg.seed)
     return build_model(cfg.model).state_dict()
+
+
+def test_trains_on_the_labelled_tiles_of_a_tiled_slide(
+    tiny_slide: Any, tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    # The "tiles" dataset is a registry entry; the loop is the same.
+    result = tile_slide(tiny_slide.path, tmp_path / "tiles", TileConfig(target_mpp=2.0, tile_size=64), workers=0)
+    rows = read_manifest(result.manifest_path)[:4]
+    labels = tmp_path / "labels.csv"
+    lines = [f"{result.output_dir.name}/{row['path']},1,0,{i % 2},1" for i, row in enumerate(rows)]
+    labels.write_text("path,TE,NEC,LYM,TAS\n" + "\n".join(lines) + "\n")
+    cfg = tiny_config(
+        "data.dataset=tiles", f"data.root={tmp_path / 'tiles'}", f"data.labels_csv={labels}", "model.input_mpp=2.0"
+    )
+    trained = train(cfg, output_dir=tmp_path / "run", device="cpu")
+    assert trained.step == 1 and read_checkpoint(trained.checkpoint)["config"]["data"]["dataset"] == "tiles"
