@@ -407,6 +407,25 @@ class _Window:
     def key(self, salt: int) -> int:
         return _key(self.seed, salt)
 
+    def sub(self, rows: slice, cols: slice) -> _Window:
+        """The same drawing on a rectangle of this window (fresh, empty densities)."""
+        return _Window(self.xs[cols], self.ys[rows], self.seed, self.scale, self.edge_um, self.mixing)
+
+    def where_present(self, amount: np.ndarray, draw: Callable[[_Window, np.ndarray], np.ndarray]) -> np.ndarray:
+        """``draw(sub_window, amount_there)`` over the bounding box of ``amount > 0`` only, zero elsewhere.
+
+        Optional structures (an infiltrate in one corner) then cost what they cover, and nothing when absent.
+        """
+        result = np.zeros(self.shape, dtype=np.float32)
+        present = amount > 0
+        rows = np.flatnonzero(present.any(axis=1))
+        if rows.size == 0:
+            return result
+        cols = np.flatnonzero(present.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        result[box] = draw(self.sub(*box), amount[box])
+        return result
+
     def noise(self, scale_um: float, salt: int, octaves: int = 1) -> np.ndarray:
         """Fractal value noise in about [0, 1]: octaves of half the size and half the weight."""
         total = np.zeros(self.shape, dtype=np.float32)
@@ -524,7 +543,7 @@ def _draw_te(window: _Window) -> None:
     window.haematoxylin += stroma * 0.05
     if window.mixing > 0:
         infiltrate = np.clip(window.noise(50.0, 51) * 2.4 - 1.5, 0.0, 1.0) * window.mixing
-        window.haematoxylin += _lymphocytes(window, infiltrate, 52)
+        window.haematoxylin += window.where_present(infiltrate, lambda sub, there: _lymphocytes(sub, there, 52))
 
 
 def _draw_nec(window: _Window) -> None:
@@ -579,9 +598,8 @@ def _draw_lym(window: _Window) -> None:
     window.haematoxylin += _lymphocytes(window, 0.96, 31) + 0.12
     window.eosin += 0.12 + 0.08 * window.noise(4.0, 33)
     if window.mixing > 0:
-        collagen, _ = _fibres(window, 34)
         strands = np.clip(window.noise(40.0, 39) * 2.0 - 1.0, 0.0, 1.0) * window.mixing
-        window.eosin += strands * collagen
+        window.eosin += window.where_present(strands, lambda sub, there: there * _fibres(sub, 34)[0])
 
 
 def _draw_tas(window: _Window) -> None:
@@ -596,7 +614,7 @@ def _draw_tas(window: _Window) -> None:
     window.haematoxylin += coverage * (0.85 + 0.45 * spindles.attribute(0))
     if window.mixing > 0:
         infiltrate = np.clip(window.noise(45.0, 46) * 2.2 - 1.2, 0.0, 1.0) * window.mixing
-        window.haematoxylin += _lymphocytes(window, infiltrate, 47)
+        window.haematoxylin += window.where_present(infiltrate, lambda sub, there: _lymphocytes(sub, there, 47))
 
 
 _DRAWERS = {TE: _draw_te, NEC: _draw_nec, LYM: _draw_lym, TAS: _draw_tas}
