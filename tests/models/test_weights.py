@@ -257,18 +257,19 @@ def test_mlps_checkpoint_into_histosegnet_takes_the_backbone(tmp_path: Path) -> 
     assert report.ignored_layers == ("fc8",)  # HistoSegNet's dense head replaces fc8
 
 
-def test_torchvision_resnet18_loads_everything_but_fc(tmp_path: Path) -> None:
-    reference = torchvision.models.resnet18(weights=None)
+@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])
+def test_torchvision_resnet_loads_everything_but_fc(tmp_path: Path, depth: int) -> None:
+    reference = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     _randomised(reference, seed=3)  # type: ignore[arg-type]
-    path = tmp_path / "resnet18-f37072fd.pth"
+    path = tmp_path / f"resnet{depth}.pth"
     torch.save(reference.state_dict(), path)
-    model = build_model(variant="cam", backbone="resnet18", num_classes=4)
+    model = build_model(variant="cam", backbone=f"resnet{depth}", num_classes=4)
 
     report = load_pretrained(model, path)
 
     _assert_tensors_equal(model, {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")})
     assert report.file_kind == "torchvision"
-    assert report.description == "a torchvision ResNet-18 state dict"
+    assert report.description == f"a torchvision ResNet-{depth} state dict"
     assert report.ignored == ("fc.weight", "fc.bias")
     assert report.left_at_init == ("fc8.weight",)
 
