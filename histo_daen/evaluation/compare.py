@@ -275,7 +275,8 @@ def _chart(path: Path, rows: Sequence[MethodRow], codes: Sequence[str]) -> None:
     groups = [*codes, "mIoU"]
     n_rows = len(rows)
     width = 0.8 / max(n_rows, 1)
-    figure = Figure(figsize=(max(6.0, 1.4 * len(groups) + 0.25 * n_rows * len(groups)), 4.5), layout="constrained")
+    figure_width = min(14.0, max(8.0, 2.0 + 0.16 * n_rows * len(groups)))
+    figure = Figure(figsize=(figure_width, 5.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours = [f"C{i % 10}" for i in range(n_rows)]
@@ -300,7 +301,7 @@ def _chart(path: Path, rows: Sequence[MethodRow], codes: Sequence[str]) -> None:
     axes.set_ylim(0, 100)
     axes.set_title("IoU per tissue class (hatched: published, not measured here)")
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small", ncols=2 if n_rows > 5 else 1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.legend(fontsize="small", ncols=min(4, n_rows), loc="outside lower center", frameon=False)
     figure.savefig(path, dpi=120)
 
 
