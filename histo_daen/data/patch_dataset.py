@@ -27,7 +27,8 @@ __all__ = ["PatchDataset", "read_rgb"]
 def read_rgb(path: str) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB (grey and RGBA are converted; alpha composited on white)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as opened:
+            image: Image.Image = opened
             if image.mode == "RGBA":
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -392,9 +392,9 @@ def _train(
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 find_unused_parameters=_find_unused_parameters(model, objective, cfg),
             )
-        optimizer = build_optimizer(model.parameter_groups(), optim)
+        optimizer = build_optimizer(cast(Any, model).parameter_groups(), optim)  # CamNet's LR groups
         schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
-        start_step, stored_losses = 0, {}
+        start_step, stored_losses = 0, dict[str, float]()
         if resume_from is not None:
             start_step, stored_losses = _restore(
                 resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, ctx=ctx
@@ -537,8 +537,8 @@ def _run_steps(
                 elapsed = time.perf_counter() - started
                 total_images += cfg.optim.batch_size
                 total_time += elapsed
-                for key, value in step_terms.items():
-                    window[key] = window.get(key, 0.0) + value
+                for key, term in step_terms.items():
+                    window[key] = window.get(key, 0.0) + term
                 window_steps += 1
                 window_time += elapsed
                 window_data += data_time

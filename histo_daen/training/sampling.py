@@ -9,8 +9,9 @@ process or many, and a resumed run restarts at any step by skipping whole micro-
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 __all__ = ["EpochBatchSampler"]
 
@@ -59,8 +60,8 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.shuffle = shuffle
 
     def _rank_indices(self) -> list[int]:
-        sampler = DistributedSampler(
-            range(self.n_items),  # only len() is used
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Dataset[int], range(self.n_items)),  # only len() is used
             num_replicas=self.world_size,
             rank=self.rank,
             shuffle=self.shuffle,
