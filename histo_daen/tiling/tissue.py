@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage import morphology
 
 __all__ = ["pen_mask", "tissue_mask"]
 
@@ -54,8 +53,25 @@ def pen_mask(thumbnail: np.ndarray, *, margin_px: int = 2) -> np.ndarray:
     black_ink = value < 60.0
     ink = blue_ink | green_ink | black_ink
     if margin_px > 0 and ink.any():
-        ink = ndimage.binary_dilation(ink, structure=morphology.disk(margin_px))
+        ink = ndimage.binary_dilation(ink, structure=_disk(margin_px))
     return ink
+
+
+def _disk(radius: int) -> np.ndarray:
+    """(2r + 1, 2r + 1) bool disc, the structuring element of a round dilation."""
+    offsets = np.arange(-radius, radius + 1)
+    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius * radius
+
+
+def _without_small_pieces(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """``mask`` without 4-connected pieces smaller than ``min_pixels``."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
 
 
 def tissue_mask(
@@ -93,11 +109,20 @@ def tissue_mask(
         mask &= ~pen_mask(thumbnail)
     pixel_area_um2 = thumbnail_mpp * thumbnail_mpp
     # Close one-pixel gaps (nuclei-poor seams between regions) before judging sizes.
-    mask = ndimage.binary_closing(mask, structure=morphology.disk(1), border_value=0) | mask
+    mask = ndimage.binary_closing(mask, structure=_disk(1), border_value=0) | mask
     min_pixels = round(min_object_um2 / pixel_area_um2)
     if min_pixels > 1:
-        mask = morphology.remove_small_objects(mask, max_size=min_pixels - 1)
+        mask = _without_small_pieces(mask, min_pixels)
     max_hole_pixels = round(max_hole_um2 / pixel_area_um2)
     if max_hole_pixels > 0:
-        mask = morphology.remove_small_holes(mask, max_size=max_hole_pixels)
+        # Holes are pieces of glass not connected to the border; fill those up to the size limit.
+        glass = ~mask
+        labels, count = ndimage.label(glass)
+        if count:
+            sizes = np.bincount(labels.ravel(), minlength=count + 1)
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            fill = sizes <= max_hole_pixels
+            fill[0] = False
+            fill[border] = False
+            mask = mask | fill[labels]
     return mask
