@@ -91,7 +91,8 @@ def map_tiles(
         source: how to open the slide (``slide.source()``).
         items: work items, e.g. tiles; sent to workers in chunks of ``chunk_size`` consecutive items (neighbouring
             tiles share file tiles and OpenSlide's cache).
-        func: a picklable, module-level function (or ``functools.partial`` of one) run in the workers.
+        func: a picklable, module-level function (or ``functools.partial`` of one) run in the workers. As with any
+            multiprocessing pool, a script calling this needs an ``if __name__ == "__main__":`` guard.
         workers: processes; None = all cores this process may use; 0 = run here, in this process.
         chunk_size: items per task.
         max_pending: chunks in flight at most (default ``2 * workers``): bounds memory when the consumer is slow.
@@ -114,8 +115,9 @@ def map_tiles(
     max_pending = max(1, max_pending if max_pending is not None else 2 * workers)
     context = multiprocessing.get_context(_start_method())
     if context.get_start_method() == "forkserver":
-        # Workers fork from a server that already imported the readers: each starts in milliseconds.
-        context.set_forkserver_preload(["histo_daen.tiling.extract"])
+        # Workers fork from a server that already imported the readers (tiffslide alone takes about a second) and
+        # the caller's main module (as multiprocessing would in each worker otherwise): each starts in milliseconds.
+        context.set_forkserver_preload(["__main__", "histo_daen.tiling.extract", "openslide", "tiffslide"])
     executor = ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_open_worker_slide, initargs=(source,)
     )
