@@ -145,9 +145,11 @@ def test_real_problem_files_get_clear_errors(
 
 @pytest.mark.realdata
 def test_real_boxes_tiff_tiles_with_slide_mpp(openslide_fixtures: Path, tmp_path: Path) -> None:
+    # 300 x 250 px: at 4 um/px its coloured boxes are big enough to be tissue rather than dust.
     code, out, err = _run(
-        openslide_fixtures / "boxes.tiff", "-o", tmp_path, "--slide-mpp", "0.25", "--tile-size", "32", "--workers", "1"
-    )
+        openslide_fixtures / "boxes.tiff", "-o", tmp_path, "--slide-mpp", "4", "--target-mpp", "8", "--tile-size", "32",
+        "--workers", "1",
+    )  # fmt: skip
     assert code == 0, err
     assert out.startswith("boxes.tiff: ") and "tiles written" in out
 
