@@ -36,7 +36,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/bench_tiling.py
 
-# Trains cam, seam, daen and histosegnet on a synthetic LUAD set and compares them (about 20 min on 2 idle cores);
+# Trains cam, seam, daen and histosegnet on a synthetic LUAD set and compares them (options: --help);
 # e.g. make bench-accuracy BENCH_ACCURACY_ARGS="--steps 300 --jobs 4 --threads 1"
 bench-accuracy: install
 	$(BIN)/python benchmarks/bench_accuracy.py $(BENCH_ACCURACY_ARGS)
