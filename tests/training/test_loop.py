@@ -195,8 +195,7 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
     # 4 steps per epoch, 12 in all; last.pt after steps 3, 4, 6, 8, 9 and 12 (every 3 and each epoch end).
     cfg = tiny_config("optim.batch_size=2", "optim.epochs=3", "checkpoint_every=3", "augment.colour=hed")
     config_file = dump_config(cfg, tmp_path / "config.yaml")
-    uninterrupted = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "whole")])
-    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    train(cfg, output_dir=tmp_path / "whole", device="cpu")  # uninterrupted, in this process
 
     marker = tmp_path / "paused"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -215,8 +214,8 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
     assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6
     assert [m["step"] for m in _metrics(tmp_path / "run")] == [1, 2, 3, 4, 5, 6, 7]
 
-    resumed = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "run"), "--resume"])
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = train(cfg, output_dir=tmp_path / "run", device="cpu", resume=True)
+    assert (resumed.resumed_from, resumed.step) == (6, 12)
     assert _metrics(tmp_path / "run") == [
         {k: v for k, v in m.items() if k not in ("images_per_second", "data_time_share")}
         | {k: m2[k] for k in ("images_per_second", "data_time_share")}
@@ -228,12 +227,13 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
 
 @pytest.mark.slow
 def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(
-    tiny_config: Callable[..., TrainConfig], tmp_path: Path
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tiny_config("optim.epochs=2", "augment.flips=true", "twin.flips=true", "twin.rotations=true")
     config_file = dump_config(cfg, tmp_path / "config.yaml")
-    single = _run([sys.executable, str(RUNNER), str(config_file), str(tmp_path / "one"), "--no-dropout"])
-    assert single.returncode == 0, single.stderr
+    # Dropout masks are drawn per rank and cannot match one process's: both runs go without dropout.
+    monkeypatch.setattr(torch.nn.Dropout2d, "forward", lambda self, x: x)
+    train(cfg, output_dir=tmp_path / "one", device="cpu")
     ddp = _run(
         [
             sys.executable,
