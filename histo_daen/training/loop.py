@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -107,11 +108,23 @@ class TrainResult:
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, appended (rank 0 only); cut back to a step on resume."""
+    """``metrics.jsonl``: one JSON object per line, appended (rank 0 only); cut back to a step on resume.
+
+    When the ``tensorboard`` package is installed (it is not a dependency), the numbers also go to
+    ``<run>/tensorboard/`` for ``tensorboard --logdir``.
+    """
 
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self._board: Any = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                self._board = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps after ``step`` (written by a run killed between two checkpoints)."""
@@ -126,6 +139,11 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(dict(record), sort_keys=False) + "\n")
             handle.flush()
+        if self._board is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, int | float):
+                    self._board.add_scalar(key, value, global_step=int(record["step"]))
+            self._board.flush()
 
 
 def resolve_objective(cfg: TrainConfig, model: nn.Module) -> str:
@@ -182,6 +200,7 @@ def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx:
         if ctx.is_main:
             for name in _RUN_FILES:
                 (output_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
         barrier(ctx)
         return None
     if resume and checkpoint.exists():
