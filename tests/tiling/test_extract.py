@@ -44,10 +44,11 @@ def test_zero_workers_run_in_this_process(small_slide: SyntheticSlide) -> None:
     assert list(map_tiles(source, ["dimensions", "backend"], getattr, workers=0)) == [(1024, 768), "openslide"]
 
 
-def test_png_encoding_is_lossless_and_deterministic() -> None:
+@pytest.mark.parametrize("level", [0, 1, 3, 6])
+def test_png_encoding_is_lossless_and_deterministic(level: int) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    data = encode_tile(pixels, fmt="png")
-    assert data == encode_tile(pixels.copy(), fmt="png")
+    data = encode_tile(pixels, fmt="png", png_compression=level)
+    assert data == encode_tile(pixels.copy(), fmt="png", png_compression=level)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
 
 
