@@ -256,6 +256,7 @@ def _restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
+    max_steps: int,
     ctx: DistributedContext,
 ) -> tuple[int, dict[str, float]]:
     """Load ``last.pt`` into the run's objects after checking its config; returns its step and last losses."""
@@ -275,6 +276,13 @@ def _restore(
     for key in ("optimizer", "scheduler", "rng"):
         if key not in state:
             raise CheckpointError(path, f"holds no {key} state (not a training checkpoint)", "Start a new run.")
+    if state.get("max_steps", max_steps) != max_steps:
+        raise CheckpointError(
+            path,
+            f"belongs to a run of {state['max_steps']} steps, but the dataset now gives {max_steps} "
+            "(patches were added or removed)",
+            "Resume with the dataset the run started with, or start a new run.",
+        )
     restore_weights(model, state, path=path)
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -315,6 +323,7 @@ def _save(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     step: int,
     epoch: int,
+    max_steps: int,
     losses: Mapping[str, float],
     ctx: DistributedContext,
 ) -> None:
@@ -334,6 +343,7 @@ def _save(
         scheduler=schedule.state_dict(),
         rng=rng_states,
         world_size=ctx.world_size,
+        max_steps=max_steps,
         metrics={key: float(value) for key, value in losses.items()},
     )
     save_checkpoint(path, state)
@@ -416,7 +426,7 @@ def _train(
         start_step, stored_losses = 0, dict[str, float]()
         if resume_from is not None:
             start_step, stored_losses = _restore(
-                resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, ctx=ctx
+                resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, max_steps=max_steps, ctx=ctx
             )
         if ctx.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -593,6 +603,7 @@ def _run_steps(
                         schedule=schedule,
                         step=step,
                         epoch=step // steps_per_epoch,
+                        max_steps=max_steps,
                         losses=losses,
                         ctx=ctx,
                     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,3 +278,15 @@ def test_trains_on_the_labelled_tiles_of_a_tiled_slide(
     )
     trained = train(cfg, output_dir=tmp_path / "run", device="cpu")
     assert trained.step == 1 and read_checkpoint(trained.checkpoint)["config"]["data"]["dataset"] == "tiles"
+
+
+def test_resume_refuses_a_dataset_that_changed_size(
+    tiny_luad_root: Path, tiny_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    data = Path(shutil.copytree(tiny_luad_root, tmp_path / "data"))
+    cfg = tiny_config(f"data.root={data}")
+    train(cfg, output_dir=tmp_path / "run", device="cpu")
+    for patch in sorted((data / "train").glob("*.png"))[:4]:
+        patch.unlink()
+    with pytest.raises(CheckpointError, match=r"belongs to a run of 2 steps, but the dataset now gives 1"):
+        train(cfg, output_dir=tmp_path / "run", device="cpu", resume=True)
