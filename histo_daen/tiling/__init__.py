@@ -16,6 +16,7 @@ _EXPORTS = {
     "encode_tile": "extract",
     "iter_tile_pixels": "extract",
     "map_tiles": "extract",
+    "warm_up_workers": "extract",
     "write_tile": "extract",
     "Tile": "grid",
     "TileGrid": "grid",

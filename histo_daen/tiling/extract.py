@@ -38,6 +38,7 @@ __all__ = [
     "encode_tile",
     "iter_tile_pixels",
     "map_tiles",
+    "warm_up_workers",
     "write_tile",
 ]
 
@@ -59,8 +60,27 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _start_method() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """forkserver (spawn where missing), whose server preloads what workers import."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that already imported the readers (tiffslide alone takes about a second) and the
+    # caller's main module (as multiprocessing would in each worker otherwise): each starts in milliseconds.
+    context.set_forkserver_preload(["__main__", "histo_daen.tiling.extract", "openslide", "tiffslide"])
+    return context
+
+
+def warm_up_workers() -> None:
+    """Start the worker server now, so its imports overlap with the caller's own work (e.g. the tissue mask).
+
+    A no-op when the server runs already or the platform has no forkserver.
+    """
+    context = _worker_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _open_worker_slide(source: SlideSource) -> None:
@@ -113,13 +133,8 @@ def map_tiles(
     chunks = [items[start : start + chunk_size] for start in range(0, len(items), chunk_size)]
     workers = min(workers, len(chunks))
     max_pending = max(1, max_pending if max_pending is not None else 2 * workers)
-    context = multiprocessing.get_context(_start_method())
-    if context.get_start_method() == "forkserver":
-        # Workers fork from a server that already imported the readers (tiffslide alone takes about a second) and
-        # the caller's main module (as multiprocessing would in each worker otherwise): each starts in milliseconds.
-        context.set_forkserver_preload(["__main__", "histo_daen.tiling.extract", "openslide", "tiffslide"])
     executor = ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_open_worker_slide, initargs=(source,)
+        max_workers=workers, mp_context=_worker_context(), initializer=_open_worker_slide, initargs=(source,)
     )
     pending: deque[Future[list[Any]]] = deque()
     upcoming = iter(chunks)

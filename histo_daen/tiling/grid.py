@@ -58,6 +58,7 @@ class TileGrid:
         n_cols, n_rows: the size of the full grid (kept or not).
         tissue_mask: (h, w) bool tissue mask the fractions were computed from.
         tissue_downsample: level-0 pixels per tissue-mask pixel.
+        thumbnail: (h, w, 3) uint8 RGB the mask was computed from (same grid as the mask).
     """
 
     tiles: tuple[Tile, ...]
@@ -72,6 +73,7 @@ class TileGrid:
     n_rows: int
     tissue_mask: np.ndarray
     tissue_downsample: float
+    thumbnail: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -217,6 +219,7 @@ def tile_grid(
         n_rows=int(n_rows),
         tissue_mask=mask,
         tissue_downsample=float(np.mean(mask_scale)),
+        thumbnail=thumbnail,
     )
 
 

@@ -43,7 +43,7 @@ from histo_daen.config.schema import TileConfig
 from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
 from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
-from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, write_tile
+from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, warm_up_workers, write_tile
 from histo_daen.tiling.grid import TileGrid, tile_grid
 from histo_daen.tiling.manifest import (
     FORMAT_VERSION,
@@ -181,12 +181,15 @@ def _check_writable(folder: Path) -> None:
 def _overview_pictures(folder: Path, slide: Slide, grid: TileGrid) -> None:
     """thumbnail.png, tissue_mask.png (one pixel per mask pixel: ``grid.tissue_downsample`` level-0 pixels, white =
     tissue) and tiles.png (the thumbnail with the tissue outline in green and the kept tiles in blue)."""
-    thumbnail = Image.fromarray(slide.thumbnail(_PICTURE_SIDE))
+    if max(grid.thumbnail.shape[:2]) >= _PICTURE_SIDE // 2:  # the tissue mask's picture is big enough: no new read
+        thumbnail = Image.fromarray(grid.thumbnail)
+    else:
+        thumbnail = Image.fromarray(slide.thumbnail(_PICTURE_SIDE))
     with atomic_write(folder / "thumbnail.png") as tmp:
-        thumbnail.save(tmp, format="PNG")
+        thumbnail.save(tmp, format="PNG", compress_level=1)
     mask = grid.tissue_mask
     with atomic_write(folder / "tissue_mask.png") as tmp:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG", compress_level=1)
     mask_picture = np.asarray(
         Image.fromarray(mask.astype(np.uint8) * 255).resize(thumbnail.size, Image.Resampling.NEAREST)
     )
@@ -201,7 +204,7 @@ def _overview_pictures(folder: Path, slide: Slide, grid: TileGrid) -> None:
         x, y, width, height = (value * scale for value in tile.box_level0)
         draw.rectangle((x, y, x + width - 1, y + height - 1), outline=(40, 90, 220))
     with atomic_write(folder / "tiles.png") as tmp:
-        overview.save(tmp, format="PNG")
+        overview.save(tmp, format="PNG", compress_level=1)
 
 
 def _stale_temporaries(folder: Path) -> None:
@@ -244,6 +247,8 @@ def tile_slide(
     """
     config = config or TileConfig()
     output = Path(output)
+    if workers != 0:
+        warm_up_workers()  # the worker server's imports overlap with the tissue mask below
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         slide.require_mpp()
         grid = tile_grid(
