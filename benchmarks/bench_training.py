@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.5, help="backbone width multiplier (paper: 1.0)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224, help="patch side in pixels (LUAD: 224)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--loader-variants", default="cam,daen", help="variants whose data-loader share is measured")
     parser.add_argument("--loader-window", type=int, default=4, help="steps per measured window (3 windows)")
