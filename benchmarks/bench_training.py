@@ -173,7 +173,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} cores, ", end="")
     print(f"CUDA {'available: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available'}")
     print(
-        f"device {args.device}, batch {args.batch}, {args.size} px patches, width {args.width}, median of {args.steps}"
+        f"device {args.device}, batch {args.batch}, {args.size} px patches, width {args.width}, "
+        f"fastest of {args.steps} steps"
     )
     print()
     rows = []
