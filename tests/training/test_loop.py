@@ -290,3 +290,23 @@ def test_resume_refuses_a_dataset_that_changed_size(
         patch.unlink()
     with pytest.raises(CheckpointError, match=r"belongs to a run of 2 steps, but the dataset now gives 1"):
         train(cfg, output_dir=tmp_path / "run", device="cpu", resume=True)
+
+
+def test_pretrained_weights_are_loaded_before_training(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_everything(123)  # another initialisation than the run's seed 0 would give
+    donor = build_model(tiny_config().model).state_dict()
+    torch.save(donor, tmp_path / "weights.pth")
+    result = train(tiny_config(f"pretrained={tmp_path / 'weights.pth'}"), output_dir=tmp_path / "run", device="cpu")
+    trained = read_checkpoint(result.checkpoint)["state_dict"]
+    assert torch.equal(trained["conv1.weight"], donor["conv1.weight"])  # the frozen stem keeps the file's values
+    assert not torch.equal(trained["fc8.weight"], donor["fc8.weight"])  # and training moved the head
+    assert "NO PRETRAINED WEIGHTS" not in caplog.text
+
+
+def test_training_without_pretrained_weights_warns_loudly(
+    tiny_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train(tiny_config(), output_dir=tmp_path / "run", device="cpu")
+    assert "NO PRETRAINED WEIGHTS: the resnet18 backbone starts from RANDOM weights" in caplog.text
