@@ -45,6 +45,7 @@ def _evaluate(*args: str | Path) -> object:
     return CliRunner().invoke(cli, ["evaluate", *map(str, args)], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_table_and_writes_the_folder(checkpoint: Path, dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = _evaluate("--checkpoint", checkpoint, "--data-root", dataset, "-o", out, "--save-masks", *FAST)

@@ -65,6 +65,7 @@ def test_labels_from_the_masks_keep_the_oracle_perfect(tiny_luad: Path) -> None:
     assert scores(matrix).miou == 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_masks_and_pictures(tiny_luad: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     cfg = EvaluateConfig(batch_size=3, save_masks=True, n_examples=2)
     result = evaluate(tiny_checkpoint, tiny_luad, tmp_path / "eval", cfg)

@@ -171,6 +171,7 @@ def tiny_daen() -> nn.Module:
     return build_model(variant="daen", backbone="resnet18", width=0.25)
 
 
+@pytest.mark.slow
 def test_real_network_batch_equals_single_images(tiny_daen: nn.Module) -> None:
     images = _images(shape_hw=(48, 48))
     settings = InferenceConfig(scales=(1.0, 1.5))
