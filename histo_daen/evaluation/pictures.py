@@ -39,6 +39,10 @@ def colour_mask(mask: np.ndarray, image: np.ndarray, class_set: ClassSet) -> np.
     return blended.round().astype(np.uint8)
 
 
+def _rgb01(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    return (colour[0] / 255, colour[1] / 255, colour[2] / 255)
+
+
 def _save_figure(figure: object, path: Path) -> None:
     with atomic_write(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)  # type: ignore[attr-defined]
@@ -119,7 +123,7 @@ def save_example(
         axes.imshow(picture, interpolation="nearest")
         axes.set_title(name, fontsize=10)
         axes.set_axis_off()
-    handles = [Patch(color=np.array(c.colour) / 255, label=c.code) for c in class_set.classes]
+    handles = [Patch(color=_rgb01(c.colour), label=c.code) for c in class_set.classes]
     handles.append(Patch(facecolor="white", edgecolor="grey", label="exclude"))
     figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     if title:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2.functional import gaussian_blur
+from torchvision.transforms.v2.functional import gaussian_blur  # type: ignore[import-untyped]
 
 from histo_daen.config.schema import InferenceConfig
 from histo_daen.models.histosegnet import HistoSegNet
@@ -278,7 +278,8 @@ def compute_cams(
         for view in views:
             view_images = view.apply(images)
             logits, maps = _view_maps(model, view_images, settings)
-            restored = view.invert(maps.float(), tuple(view_images.shape[-2:]), shape_hw)  # (B, K, H, W)
+            view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
+            restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
             probabilities = torch.sigmoid(logits.float())
             summed = restored if summed is None else summed + restored
             probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
