@@ -12,10 +12,11 @@ Steps, all through the library (what a user runs, minus the command line):
 4. print the comparison table (``histo_daen.evaluation.compare``) with the published LUAD-HistoSeg rows marked as
    not measured here, and the wall time of each stage.
 
-Cost, measured on a shared two-core machine with ``--steps 300 --n-train 256 --n-test 48 --jobs 4 --threads 1``:
-training took 42 CPU-seconds for cam and histosegnet, 76 for seam and 80 for daen (one thread each); wall time
-depends on what else runs (930 s for the whole run there, under a load average near 10). The defaults double the
-steps. Nothing is asserted; the printout is the result, and synthetic data says nothing about real slides. Options:
+Cost, measured on a shared two-core machine with the defaults and ``--jobs 4 --threads 1``: training took 86
+CPU-seconds for cam, 84 for histosegnet, 155 for seam and 157 for daen (one thread each); the whole run took 1181 s
+of wall time there, under a load average near 10 from other jobs (``--steps 300 --n-train 256 --n-test 48``: about
+half the CPU time). Nothing is asserted; the printout is the result, and synthetic data says nothing about real
+slides. Options:
 
     python benchmarks/bench_accuracy.py                               # the default run
     python benchmarks/bench_accuracy.py --steps 300 --n-train 256     # quicker, noisier
