@@ -233,7 +233,7 @@ def _mean_class_scores(tissue_map: TissueMap) -> dict[int, dict[str, float]]:
     sums, counts = np.zeros(n_classes), np.zeros(n_classes, dtype=np.int64)
     scores = tissue_map.scores(0)
     for y0, band in tissue_map.label_bands():
-        band_scores = scores[:, y0 : y0 + band.shape[0], :].astype(np.float32)
+        band_scores = np.asarray(scores[:, y0 : y0 + band.shape[0], :], dtype=np.float32)
         for index in range(n_classes):
             where = band == index + 1
             sums[index] += float(band_scores[index][where].sum())

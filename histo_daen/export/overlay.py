@@ -116,7 +116,10 @@ def write_overview(
     for axis in (left, right):
         axis.set_xticks([])
         axis.set_yticks([])
-    handles = [Patch(facecolor=np.asarray(area.colour) / 255.0, label=_legend_text(area)) for area in areas]
+    handles = [
+        Patch(facecolor=(area.colour[0] / 255, area.colour[1] / 255, area.colour[2] / 255), label=_legend_text(area))
+        for area in areas
+    ]
     figure.legend(
         handles=handles,
         loc="outside lower center",

@@ -26,9 +26,9 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-import numcodecs
+import numcodecs  # type: ignore[import-untyped]
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
@@ -63,6 +63,25 @@ MAP_FORMAT_VERSION = 1
 # Auto pyramids halve until the smallest level fits in about this many pixels a side (formats.md §2.7).
 PYRAMID_MAX_SIDE = 1024
 _ZSTD_LEVEL = 3
+
+
+def _our_attributes(group: zarr.Group) -> dict[str, Any]:
+    """The ``histo_daen`` attribute of a map's root group (raises KeyError when absent)."""
+    return dict(cast("Mapping[str, Any]", group.attrs["histo_daen"]))
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise KeyError(f"{name} in {group.store_path} is not an array")
+    return node
+
+
+def _group(group: zarr.Group, name: str) -> zarr.Group:
+    node = group[name]
+    if not isinstance(node, zarr.Group):
+        raise KeyError(f"{name} in {group.store_path} is not a group")
+    return node
 
 
 def auto_pyramid_levels(shape_hw: tuple[int, int], *, max_side: int = PYRAMID_MAX_SIDE) -> int:
@@ -194,14 +213,14 @@ class TissueMapWriter:
     def __init__(self, path: Path, group: zarr.Group) -> None:
         self.path = path
         self._group = group
-        attrs = dict(group.attrs["histo_daen"])
+        attrs = _our_attributes(group)
         self._attrs = attrs
         self.shape_hw: tuple[int, int] = (int(attrs["shape_hw"][0]), int(attrs["shape_hw"][1]))
         self.band_height: int = int(attrs["chunk_size"])
         self.classes = class_set(attrs["class_set"])
         self.ngff_version: NgffVersion = attrs["ngff_version"]
-        self._scores = group["s0"]
-        self._labels = group[f"labels/{LABEL_NAME}/s0"]
+        self._scores = _array(group, "s0")
+        self._labels = _array(group, f"labels/{LABEL_NAME}/s0")
 
     @property
     def n_bands(self) -> int:
@@ -258,7 +277,7 @@ class TissueMapWriter:
         n_levels = pyramid_levels if pyramid_levels is not None else auto_pyramid_levels(self.shape_hw)
         if n_levels < 1:
             raise ValueError(f"pyramid_levels must be at least 1, got {n_levels}")
-        label_group = self._group[f"labels/{LABEL_NAME}"]
+        label_group = _group(self._group, f"labels/{LABEL_NAME}")
         for level in range(1, n_levels):
             self._write_level(level, label_group)
         mpp0, map_downsample = float(self._attrs["mpp0"]), float(self._attrs["map_downsample"])
@@ -277,7 +296,7 @@ class TissueMapWriter:
             },
             version,
         )
-        _set_ome_attributes(self._group["labels"], {"labels": [LABEL_NAME]}, version)
+        _set_ome_attributes(_group(self._group, "labels"), {"labels": [LABEL_NAME]}, version)
         _set_ome_attributes(
             label_group,
             {
@@ -298,18 +317,18 @@ class TissueMapWriter:
     def _write_level(self, level: int, label_group: zarr.Group) -> None:
         previous_shape = _level_shape(self.shape_hw, level - 1)
         shape_hw = _level_shape(self.shape_hw, level)
-        source_scores, source_labels = self._group[f"s{level - 1}"], label_group[f"s{level - 1}"]
+        source_scores, source_labels = _array(self._group, f"s{level - 1}"), _array(label_group, f"s{level - 1}")
         scores = _create_scores_array(self._group, f"s{level}", len(self.classes), shape_hw, self.band_height)
         labels = _create_labels_array(label_group, f"s{level}", shape_hw, self.band_height)
         n_values = len(self.classes) + 1
         for y0 in range(0, shape_hw[0], self.band_height):
             y1 = min(y0 + self.band_height, shape_hw[0])
             rows = slice(2 * y0, min(2 * y1, previous_shape[0]))
-            scores[:, y0:y1, :] = downsample_scores(source_scores[:, rows, :]).astype(np.float16)
-            labels[y0:y1, :] = downsample_labels(source_labels[rows, :], n_values)
+            scores[:, y0:y1, :] = downsample_scores(np.asarray(source_scores[:, rows, :])).astype(np.float16)
+            labels[y0:y1, :] = downsample_labels(np.asarray(source_labels[rows, :]), n_values)
 
 
-def _chunk_key_encoding(zarr_format: int) -> dict[str, str]:
+def _chunk_key_encoding(zarr_format: int) -> dict[str, Any]:
     # NGFF 0.4 wants nested chunk folders ("/"); 0.5 uses v3's default encoding with "/".
     return {"name": "v2" if zarr_format == 2 else "default", "separator": "/"}
 
@@ -397,8 +416,7 @@ def open_map_writer(
         if writer is not None:
             logger.info("resuming %s: %d of %d bands already written", target, writer.bands_done, writer.n_bands)
             return writer
-    zarr_format = 2 if ngff_version == "0.4" else 3
-    group = zarr.open_group(target, mode="w", zarr_format=zarr_format)
+    group = zarr.open_group(target, mode="w", zarr_format=2 if ngff_version == "0.4" else 3)
     group.attrs.update({"histo_daen": {**attrs, "bands_done": 0, "complete": False}})
     _create_scores_array(group, "s0", len(classes), shape_hw, chunk_size)
     label_group = group.require_group("labels").require_group(LABEL_NAME)
@@ -412,7 +430,7 @@ def _reopen_writer(target: Path, requested: dict[str, Any]) -> TissueMapWriter |
         return None
     try:
         group = zarr.open_group(target, mode="r+")
-        stored = dict(group.attrs["histo_daen"])
+        stored = _our_attributes(group)
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as err:
         raise OutputExistsError(
             target, "exists and is not a histo-daen tissue map", "Move it away, or pass --overwrite to replace it."
@@ -471,7 +489,7 @@ class TissueMap:
         """Level s0 in bands of chunk rows: yields ``(y0, (h, W) uint8 labels)``; memory stays one band."""
         labels = self.labels(0)
         for y0 in range(0, self.shape_hw[0], self.chunk_size):
-            yield y0, labels[y0 : y0 + self.chunk_size, :]
+            yield y0, np.asarray(labels[y0 : y0 + self.chunk_size, :])
 
 
 def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
@@ -485,7 +503,7 @@ def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
         raise PathError(source, "does not exist", "Give the map.zarr folder that `histo-daen segment` wrote.")
     try:
         group = zarr.open_group(source, mode="r")
-        attrs = dict(group.attrs["histo_daen"])
+        attrs = _our_attributes(group)
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as err:
         raise PathError(
             source, "is not a histo-daen tissue map", "Give the map.zarr folder that `histo-daen segment` wrote."

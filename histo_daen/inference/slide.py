@@ -416,7 +416,7 @@ def segment_slide(
             n_written += write(stitcher.finished_before(batch[0].y0))
             tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
             model_started = time.perf_counter()
-            with torch.autocast(**autocast.kwargs):
+            with torch.autocast(autocast.device_type, dtype=autocast.dtype, enabled=autocast.enabled):
                 output = predictor(tensor)
             on_map = _to_map_resolution(output, plan.map_stride, n_channels).cpu().numpy()  # syncs the device
             model_seconds += time.perf_counter() - model_started
