@@ -292,11 +292,11 @@ class _TileReader:
 
     def __init__(self, plan: SlideMapPlan, workers: int) -> None:
         self._plan = plan
+        self._workers = workers
         self._local = threading.local()
         self._handles: list[Slide] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tile-reader")
-        self._inline = workers == 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader") if workers else None
 
     def _slide(self) -> Slide:
         slide = getattr(self._local, "slide", None)
@@ -313,26 +313,27 @@ class _TileReader:
         return np.stack([read_tile(slide, planned.tile, self._plan.tile_size) for planned in tiles])
 
     def batches(self, batches: Sequence[Sequence[PlannedTile]]) -> Iterator[np.ndarray]:
-        if self._inline:
+        pool = self._pool
+        if pool is None:
             for batch in batches:
                 yield self.read(batch)
             return
         pending: deque[Future[np.ndarray]] = deque()
         upcoming = iter(batches)
-        depth = PREFETCH_BATCHES * self._pool._max_workers
         for batch in upcoming:
-            pending.append(self._pool.submit(self.read, batch))
-            if len(pending) >= depth:
+            pending.append(pool.submit(self.read, batch))
+            if len(pending) >= PREFETCH_BATCHES * self._workers:
                 break
         while pending:
             images = pending.popleft().result()
             next_batch = next(upcoming, None)
             if next_batch is not None:
-                pending.append(self._pool.submit(self.read, next_batch))
+                pending.append(pool.submit(self.read, next_batch))
             yield images
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         for slide in self._handles:
             slide.close()
 

@@ -51,16 +51,17 @@ def _plan(path: Path, *, model_mpp: float, tile_size: int = 64, **settings: obje
         return plan_slide_map(slide, model_mpp=model_mpp, tile_size=tile_size, config=config)
 
 
-def _segment(plan, sink, predictor, **options: object):
-    return segment_slide(plan, sink, predictor, device=torch.device("cpu"), batch_size=8, workers=2, **options)
+def _segment(plan, sink, predictor, workers: int = 2):
+    return segment_slide(plan, sink, predictor, device=torch.device("cpu"), batch_size=8, workers=workers)
 
 
-def test_identity_model_stitched_over_a_slide_gives_back_the_slide(pattern_slide) -> None:
+@pytest.mark.parametrize("workers", [0, 2])  # read between batches, or by background threads
+def test_identity_model_stitched_over_a_slide_gives_back_the_slide(pattern_slide, workers: int) -> None:
     path, image = pattern_slide
     plan = _plan(path, model_mpp=0.5)  # tiles read from level 0 unchanged; a map pixel is 4 x 4 level-0 pixels
     assert plan.shape_hw == (128, 192) and plan.map_downsample == 4.0
     sink = MemorySink(plan.shape_hw, 3, band_height=32)
-    stats = _segment(plan, sink, IdentityModel())
+    stats = _segment(plan, sink, IdentityModel(), workers=workers)
     expected = image.astype(np.float32).reshape(128, 4, 192, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255
     np.testing.assert_allclose(sink.scores, expected, atol=1e-5)
     assert sink.order == [0, 1, 2, 3] and stats.n_tiles_run == stats.n_tiles == len(plan.tiles)
