@@ -72,7 +72,7 @@ class DemoSettings:
     """
 
     n_train: int = 320
-    n_val: int = 16
+    n_val: int = 48
     n_test: int = 48
     dataset_seed: int = 1
     train_overrides: tuple[str, ...] = ()
