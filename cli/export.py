@@ -42,6 +42,11 @@ def export_group() -> None:
     default=None,
     help="Regions and holes smaller than this many µm² are dropped. [default: 500]",
 )
+@click.option(
+    "--bounds-offset/--no-bounds-offset",
+    default=None,
+    help="Subtract the slide's bounds-x/-y corner, as QuPath crops such slides (MRXS) to their bounds. [default: on]",
+)
 @options.config()
 @options.overwrite()
 def geojson_command(
@@ -50,6 +55,7 @@ def geojson_command(
     object_type: str | None,
     simplify: float | None,
     min_area: float | None,
+    bounds_offset: bool | None,
     config_path: Path | None,
     overwrite: bool,
 ) -> None:
@@ -64,13 +70,18 @@ def geojson_command(
     from histo_daen.config import load_config
     from histo_daen.config.schema import SegmentConfig
     from histo_daen.errors import OutputExistsError
-    from histo_daen.export.geojson import GeoJsonOptions, write_geojson
+    from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
     from histo_daen.export.zarr_map import read_tissue_map
 
     cfg = load_config(
         SegmentConfig,
         config_path,
-        overrides={"geojson_object_type": object_type, "geojson_simplify": simplify, "geojson_min_area_um2": min_area},
+        overrides={
+            "geojson_object_type": object_type,
+            "geojson_simplify": simplify,
+            "geojson_min_area_um2": min_area,
+            "geojson_bounds_offset": bounds_offset,
+        },
     )
     tissue_map = read_tissue_map(map_path)
     target = output if output is not None else map_path.with_name("map.geojson")
@@ -80,6 +91,7 @@ def geojson_command(
         object_type=cfg.geojson_object_type,
         simplify_map_pixels=cfg.geojson_simplify,
         min_area_um2=cfg.geojson_min_area_um2,
+        origin_xy_level0=qupath_origin(tissue_map) if cfg.geojson_bounds_offset else (0.0, 0.0),
     )
     write_geojson(tissue_map, target, options=options_chosen)
     click.echo(f"GeoJSON ({options_chosen.object_type}s, level-0 pixel coordinates) written to {target}")

@@ -43,12 +43,12 @@ from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import diff_configs, dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.errors import CheckpointError, ConfigError, HistoDaenError, OutputExistsError
-from histo_daen.export.geojson import GeoJsonOptions, write_geojson
+from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_map, segment_slide
 from histo_daen.models.checkpoint import LoadedModel, load_model
-from histo_daen.slide import open_slide
+from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
 
 __all__ = [
@@ -164,6 +164,18 @@ def _slide_identity(identity: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in identity.items() if key != "path"}
 
 
+def _slide_bounds(slide: Slide) -> list[int]:
+    """The level-0 (x, y) of the slide's non-empty region (OpenSlide's ``bounds-x/-y``, e.g. MRXS), else (0, 0)."""
+    corner = []
+    for axis in ("x", "y"):
+        value = slide.properties.get(f"{slide.backend}.bounds-{axis}")
+        try:
+            corner.append(int(value) if value is not None else 0)
+        except (TypeError, ValueError):
+            corner.append(0)
+    return corner
+
+
 def _check_map_provenance(tissue_map: TissueMap, requested: dict[str, Any]) -> None:
     differing = diff_configs(tissue_map.provenance, requested)
     if differing:
@@ -231,7 +243,7 @@ def _segment_one(
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
-            "slide": _slide_identity(identity),
+            "slide": {**_slide_identity(identity), "bounds_xy_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
             "label_source": config.inference.label_source,
@@ -280,6 +292,7 @@ def _segment_one(
                 object_type=config.geojson_object_type,
                 simplify_map_pixels=config.geojson_simplify,
                 min_area_um2=config.geojson_min_area_um2,
+                origin_xy_level0=qupath_origin(tissue_map) if config.geojson_bounds_offset else (0.0, 0.0),
             )
             outputs["geojson"] = write_geojson(tissue_map, folder / name, options=options).name
         if config.overview:

@@ -51,6 +51,7 @@ def test_one_slide_gives_map_geojson_picture_and_summary(
     summary = json.loads((outcome.folder / "summary.json").read_text())
     assert summary["label_source"] == "predicted"
     assert summary["slide"]["name"] == "tiny.tiff" and summary["model"]["checkpoint"] == "last.pt"
+    assert tissue_map.provenance["slide"]["bounds_xy_level0"] == [0, 0]  # a TIFF without OpenSlide bounds
     assert sum(area["percent_of_tissue"] for area in summary["areas"]) == pytest.approx(100.0)
     tissue_pixels = int((labels > 0).sum())
     assert summary["tissue_mm2"] == pytest.approx(tissue_pixels * (8 / 1000) ** 2)

@@ -203,6 +203,7 @@ class SegmentConfig:
     geojson_simplify: float = 0.5  # simplification tolerance in map pixels (0: every pixel corner)
     geojson_min_area_um2: float = 500.0  # regions and holes smaller than this are dropped
     geojson_gzip: bool = False  # write map.geojson.gz instead (QuPath 0.4+ reads it)
+    geojson_bounds_offset: bool = True  # subtract the slide's bounds-x/-y: QuPath crops such slides (MRXS) to them
     overview: bool = True  # write overview.png: the map over the slide thumbnail, areas in the legend
     overview_max_side: int = 1600  # longest side of the thumbnail in overview.png, pixels
     inference: InferenceConfig = field(default_factory=_slide_inference)

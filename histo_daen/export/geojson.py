@@ -39,6 +39,7 @@ __all__ = [
     "ObjectType",
     "class_geometries",
     "geojson_features",
+    "qupath_origin",
     "write_geojson",
 ]
 
@@ -225,6 +226,16 @@ def geojson_features(
                 }
             )
     return features
+
+
+def qupath_origin(tissue_map: TissueMap) -> tuple[float, float]:
+    """Where QuPath puts its (0, 0) on the slide, in level-0 pixels: the slide's recorded bounds corner, or (0, 0).
+
+    QuPath crops slides that report ``openslide.bounds-x/-y`` (MRXS and others) to those bounds, so coordinates
+    meant for it are shifted by that corner (formats.md §1.4); the map records it from the slide it was made of.
+    """
+    corner = tissue_map.provenance.get("slide", {}).get("bounds_xy_level0", (0, 0))
+    return float(corner[0]), float(corner[1])
 
 
 def _mean_class_scores(tissue_map: TissueMap) -> dict[int, dict[str, float]]:

@@ -136,3 +136,29 @@ def test_origin_offset_is_subtracted() -> None:
     (feature,) = _features(labels, options)
     assert min(point[0] for point in feature["geometry"]["coordinates"][0]) == 6.0  # 16 - 10
     assert min(point[1] for point in feature["geometry"]["coordinates"][0]) == -4.0  # 16 - 20
+
+
+def test_qupath_origin_comes_from_the_slide_bounds_the_map_records(tmp_path: Path) -> None:
+    from histo_daen.export.geojson import qupath_origin
+    from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
+
+    labels = np.zeros((16, 16), dtype=np.uint8)
+    labels[4:8, 4:8] = 2
+    writer = open_map_writer(
+        tmp_path / "map.zarr",
+        shape_hw=labels.shape,
+        classes=LUAD,
+        mpp0=0.5,
+        map_downsample=16.0,
+        chunk_size=16,
+        provenance={"slide": {"name": "scan.mrxs", "bounds_xy_level0": [100, 200]}},
+    )
+    writer.write_band(0, np.zeros((4, 16, 16)), labels)
+    writer.finalise()
+    tissue_map = read_tissue_map(tmp_path / "map.zarr")
+    assert qupath_origin(tissue_map) == (100.0, 200.0)
+    options = GeoJsonOptions(simplify_map_pixels=0.0, min_area_um2=0.0, origin_xy_level0=qupath_origin(tissue_map))
+    collection = json.loads(write_geojson(tissue_map, tmp_path / "m.geojson", options=options).read_text())
+    ring = collection["features"][0]["geometry"]["coordinates"][0]
+    assert min(x for x, _ in ring) == 64.0 - 100.0 and min(y for _, y in ring) == 64.0 - 200.0
+    assert collection["histo_daen"]["origin_xy_level0"] == [100.0, 200.0]
