@@ -40,6 +40,7 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_tiling.py
+	$(BIN)/python benchmarks/bench_segment.py
 
 # Trains cam, seam, daen and histosegnet on a synthetic LUAD set and compares them (options: --help);
 # e.g. make bench-accuracy BENCH_ACCURACY_ARGS="--steps 300 --jobs 4 --threads 1"
