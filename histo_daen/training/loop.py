@@ -512,6 +512,7 @@ def _run_steps(
     step = start_step
     losses = dict(start_losses)
     window: dict[str, float] = {}
+    warned_collapse = False
     window_steps, window_time, window_data = 0, 0.0, 0.0
     total_images, total_time = 0, 0.0
     bar = tqdm(
@@ -593,6 +594,17 @@ def _run_steps(
                         refresh=False,
                     )
                     window, window_steps, window_time, window_data = {}, 0, 0.0, 0.0
+                    coverage = averaged.get("cam_coverage")
+                    if coverage is not None and coverage < COLLAPSED_COVERAGE and step >= max_steps // 4:
+                        if not warned_collapse and ctx.is_main:
+                            logger.warning(
+                                "step %d: only %.1f %% of the pixels of present classes light up in the CAMs: they "
+                                "have collapsed onto a few peaks, which satisfies the equivariant loss trivially "
+                                "(seen with DAEN from random weights). Start from pretrained weights (--pretrained).",
+                                step,
+                                100 * coverage,
+                            )
+                        warned_collapse = True
                 end_of_epoch = step == epoch * steps_per_epoch + steps_this_epoch
                 if step % cfg.checkpoint_every == 0 or end_of_epoch:
                     _save(
@@ -613,7 +625,16 @@ def _run_steps(
     return step, losses, throughput
 
 
-_SHORT = {"loss": "loss", "classification": "cls", "rvmin": "rvmin", "equivariant": "er", "cross_equivariant": "ecr"}
+_SHORT = {
+    "loss": "loss",
+    "classification": "cls",
+    "rvmin": "rvmin",
+    "equivariant": "er",
+    "cross_equivariant": "ecr",
+    "cam_coverage": "cover",
+}
+# Below this share of lit pixels (cam_coverage) the CAMs have collapsed; SEAM on synthetic patches keeps ~0.27.
+COLLAPSED_COVERAGE = 0.03
 
 
 def _objective(

@@ -6,7 +6,7 @@ import torch
 from histo_daen.config.schema import LossConfig, TwinConfig
 from histo_daen.models.cam_net import CamNetOutput
 from histo_daen.training.affine import TwinParams, TwinTransform
-from histo_daen.training.objective import seam_objective
+from histo_daen.training.objective import cam_coverage, seam_objective
 
 
 def _output(cams: torch.Tensor, refined: torch.Tensor) -> CamNetOutput:
@@ -51,7 +51,7 @@ def test_switched_off_terms_are_not_computed() -> None:
     terms = seam_objective(
         first, second, torch.ones(1, 4), image_hw=(64, 64), twin=twin, params=TwinParams.identity(1), cfg=cfg
     )
-    assert set(terms.terms) == {"classification", "equivariant"}
+    assert set(terms.terms) == {"classification", "equivariant", "cam_coverage"}  # coverage: logged, not optimised
 
 
 def test_seam_objective_needs_pcm_outputs() -> None:
@@ -66,3 +66,17 @@ def test_seam_objective_needs_pcm_outputs() -> None:
             params=TwinParams.identity(1),
             cfg=LossConfig(),
         )
+
+
+def test_cam_coverage_counts_lit_pixels_of_present_classes_only() -> None:
+    cams = torch.zeros(1, 2, 2, 2)
+    cams[0, 0] = torch.tensor([[1.0, 0.5], [0.1, 0.0]])  # present: 2 of 4 pixels above 0.2
+    cams[0, 1] = 1.0  # absent class, ignored
+    assert cam_coverage(cams, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.5)
+
+
+def test_cam_coverage_of_a_single_peak_is_tiny_and_of_no_class_is_zero() -> None:
+    peak = torch.zeros(1, 1, 10, 10)
+    peak[0, 0, 4, 4] = 1.0
+    assert cam_coverage(peak, torch.ones(1, 1)).item() == pytest.approx(0.01)
+    assert cam_coverage(peak, torch.zeros(1, 1)).item() == 0.0
