@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -10,6 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "partial_dir_for"]
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 minus the process umask (mkstemp alone gives 0o600)."""
+    try:  # Linux exposes the umask without changing it; os.umask(...) would, briefly, for every thread
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -27,6 +42,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = True) -> Itera
     fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.name}.", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _new_file_mode())  # outputs are shared with a lab: readable like any file the user writes
     try:
         yield tmp
         if durable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,10 @@ def test_atomic_dir_keeps_the_partial_folder_for_resume(tmp_path: Path) -> None:
     with atomic_dir(target) as partial:  # the next run continues in the same folder
         assert (partial / "tile_0.png").exists()
     assert (target / "tile_0.png").exists()
+
+
+def test_atomic_write_gives_the_mode_of_a_normally_created_file(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
