@@ -10,6 +10,7 @@ Two numberings are in use and both live here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ClassSet",
     "TissueClass",
     "class_set",
+    "class_set_for",
     "class_set_names",
 ]
 
@@ -119,3 +121,43 @@ def class_set(name: str) -> ClassSet:
         return _CLASS_SETS[name]
     except KeyError:
         raise KeyError(f"unknown class set {name!r}; valid: {', '.join(_CLASS_SETS)}") from None
+
+
+# Colours for class sets that are not ours (e.g. an imported VOC checkpoint): distinct, and none is white.
+_CUSTOM_COLOURS: tuple[RGB, ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+    (219, 219, 141), (158, 218, 229),
+)  # fmt: skip
+
+
+def class_set_for(
+    name: str,
+    codes: Sequence[str],
+    *,
+    names: Sequence[str] | None = None,
+    colours: Sequence[Sequence[int]] | None = None,
+) -> ClassSet:
+    """The known class set ``name`` when its codes are ``codes``; otherwise a custom set built from ``codes``.
+
+    Checkpoints imported from other code bases (``histo-daen import-checkpoint --classes A,B,...``) carry class
+    codes but no colours; they get distinct generated colours (or ``colours``, e.g. as stored in a map).
+    """
+    known = _CLASS_SETS.get(name)
+    if known is not None and known.codes == tuple(codes):
+        return known
+    if not codes:
+        raise ValueError("a class set needs at least one class")
+    names = list(names) if names is not None else list(codes)
+    picked = [tuple(int(v) for v in c) for c in colours] if colours is not None else None
+    classes = tuple(
+        TissueClass(
+            index,
+            str(code),
+            str(names[index]),
+            picked[index] if picked else _CUSTOM_COLOURS[index % len(_CUSTOM_COLOURS)],  # type: ignore[arg-type]
+        )
+        for index, code in enumerate(codes)
+    )
+    return ClassSet(name=name, classes=classes, exclude_index=max(4, len(codes)))

@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write_text, partial_dir_for
-from histo_daen.classes import ClassSet, class_set
+from histo_daen.classes import ClassSet, class_set_for
 from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import diff_configs, dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
-from histo_daen.errors import CheckpointError, ConfigError, HistoDaenError, OutputExistsError
+from histo_daen.errors import ConfigError, HistoDaenError, OutputExistsError
 from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
@@ -388,13 +388,8 @@ def segment_slides(
     device = torch.device(device)
     checkpoint_path = Path(checkpoint)
     loaded = load_model(checkpoint_path, device=device)
-    classes = class_set(loaded.model_config.class_set)
-    if tuple(loaded.classes) != classes.codes:
-        raise CheckpointError(
-            checkpoint_path,
-            f"lists classes {list(loaded.classes)} but its class set '{classes.name}' has {list(classes.codes)}",
-            "The checkpoint is damaged or was made by another tool.",
-        )
+    # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
+    classes = class_set_for(loaded.model_config.class_set, loaded.classes)
     predictor = CamPredictor(loaded.model, len(classes), config.inference)
     model_provenance = _model_provenance(checkpoint_path, loaded)
     dump_config(config, root / "config.yaml")

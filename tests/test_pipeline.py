@@ -197,3 +197,30 @@ def test_a_killed_job_resumes_to_the_same_map(
     for level in range(2):
         assert np.array_equal(killed_map.labels(level)[:], reference_map.labels(level)[:])
         assert np.array_equal(killed_map.scores(level)[:], reference_map.scores(level)[:])
+
+
+def test_a_checkpoint_with_imported_classes_segments_with_generated_colours(
+    tiny_tiff_slide: SyntheticSlide, tmp_path: Path
+) -> None:
+    import torch
+
+    from histo_daen.config.schema import ModelConfig
+    from histo_daen.models import build_model, checkpoint_state, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        variant="cam", backbone="resnet18", width=0.25, num_classes=3, class_set="custom", input_size=64, input_mpp=2.0
+    )
+    model = build_model(cfg)
+    checkpoint = save_checkpoint(tmp_path / "imported.pt", checkpoint_state(model, classes=("cat", "dog", "cow")))
+    report = segment_slides([tiny_tiff_slide.path], tmp_path / "out", checkpoint=checkpoint, config=CONFIG)
+    (outcome,) = report.outcomes
+    assert outcome.status == "done"
+    tissue_map = read_tissue_map(outcome.folder / "map.zarr")
+    assert tissue_map.classes.codes == ("cat", "dog", "cow")
+    assert len(set(tissue_map.classes.colours)) == 3
+    names = {
+        f["properties"]["classification"]["name"]
+        for f in json.loads((outcome.folder / "map.geojson").read_text())["features"]
+    }
+    assert names <= {"cat", "dog", "cow"} and names

@@ -34,7 +34,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from histo_daen import __version__
-from histo_daen.classes import NO_TISSUE_MAP_VALUE, ClassSet, class_set
+from histo_daen.classes import NO_TISSUE_MAP_VALUE, ClassSet, class_set_for
 from histo_daen.config import diff_configs
 from histo_daen.errors import OutputExistsError, PathError
 
@@ -217,7 +217,7 @@ class TissueMapWriter:
         self._attrs = attrs
         self.shape_hw: tuple[int, int] = (int(attrs["shape_hw"][0]), int(attrs["shape_hw"][1]))
         self.band_height: int = int(attrs["chunk_size"])
-        self.classes = class_set(attrs["class_set"])
+        self.classes = _stored_classes(attrs)
         self.ngff_version: NgffVersion = attrs["ngff_version"]
         self._scores = _array(group, "s0")
         self._labels = _array(group, f"labels/{LABEL_NAME}/s0")
@@ -337,6 +337,13 @@ def _compressors(zarr_format: int) -> Any:
     return numcodecs.Zstd(level=_ZSTD_LEVEL) if zarr_format == 2 else ZstdCodec(level=_ZSTD_LEVEL)
 
 
+def _stored_classes(attrs: dict[str, Any]) -> ClassSet:
+    """The class set a map was written with (custom sets, e.g. from imported checkpoints, included)."""
+    return class_set_for(
+        attrs["class_set"], attrs["classes"], names=attrs.get("class_names"), colours=attrs.get("class_colours")
+    )
+
+
 def _create_scores_array(
     group: zarr.Group, name: str, n_classes: int, shape_hw: tuple[int, int], chunk_size: int
 ) -> zarr.Array:
@@ -404,6 +411,7 @@ def open_map_writer(
         "class_set": classes.name,
         "classes": list(classes.codes),
         "class_names": [cls.name for cls in classes.classes],
+        "class_colours": [list(cls.colour) for cls in classes.classes],
         "shape_hw": [int(shape_hw[0]), int(shape_hw[1])],
         "mpp0": float(mpp0),
         "map_downsample": float(map_downsample),
@@ -516,7 +524,7 @@ def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
         )
     return TissueMap(
         path=source,
-        classes=class_set(attrs["class_set"]),
+        classes=_stored_classes(attrs),
         shape_hw=(int(attrs["shape_hw"][0]), int(attrs["shape_hw"][1])),
         mpp0=float(attrs["mpp0"]),
         map_downsample=float(attrs["map_downsample"]),
