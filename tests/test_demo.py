@@ -34,10 +34,10 @@ def test_demo_runs_every_step_and_reuses_outputs(
     context = demo.run_demo(tmp_path, progress=False, workers=0, settings=TOY, echo=lines.append)
     titles = [line for line in lines if line.startswith("[")]
     assert len(titles) == len(demo.STEPS) and titles[0] == f"[1/{len(demo.STEPS)}] Write a synthetic whole-slide image"
-    assert (tmp_path / "runs" / "cam" / "backbone.pth").is_file()  # the shared starting point of both methods
+    assert (tmp_path / "runs" / "cam" / "last.pt").is_file()  # the shared starting point of both methods
     assert (tmp_path / "runs" / "daen" / "last.pt").is_file() and (tmp_path / "runs" / "seam" / "last.pt").is_file()
     assert (
-        f"pretrained: {tmp_path / 'runs' / 'cam' / 'backbone.pth'}"
+        f"pretrained: {tmp_path / 'runs' / 'cam' / 'last.pt'}"
         in (tmp_path / "runs" / "daen" / "config.yaml").read_text()
     )
     assert (tmp_path / "comparison" / "comparison.md").is_file()

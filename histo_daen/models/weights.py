@@ -12,6 +12,8 @@ ResNet38 state dict, SEAM keys  the 191 backbone tensors (+ ``num_batches_tracke
 full SEAM checkpoint            backbone + ``fc8`` + PCM ``f8_3``/``f8_4``/``f9``             ``resnet38``
 MLPS stage-1 checkpoint         backbone + ``fc8`` (no PCM)                                  ``resnet38``
 torchvision ResNet state dict   every tensor but ``fc.*`` (the ImageNet classifier)          ``resnet18/50``
+histo-daen checkpoint (``.pt``)  its backbone (heads left at their init): e.g. start DAEN     same as the file
+                                from a plain CAM classifier trained first
 ==============================  ===========================================================  =================
 
 The key names need no mapping beyond the MXNet one: :class:`~histo_daen.models.CamNet` registers its backbone's
@@ -85,6 +87,7 @@ FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision"]
 _PCM_LAYERS = ("f8_3", "f8_4", "f9")
 _REFERENCE_HEADS = ("fc8", *_PCM_LAYERS)  # SEAM's heads; a model without one (cam: PCM, histosegnet: fc8) skips it
 _HEAD_LAYERS = (*_REFERENCE_HEADS, "csm")
+_OUR_HEAD_LAYERS = (*_HEAD_LAYERS, "dropout7", "fc_hidden", "dropout_fc", "fc_out")  # + HistoSegNet's dense head
 _IMAGENET_CLASSIFIERS = ("fc", "linear1000")  # torchvision's and MXNet's 1000-class layers
 _SEAM_BN_PARAMS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_var": "running_var"}
 _MX_CONV = re.compile(r"res(?P<stage>\d)(?P<unit>a|b(?P<k>\d+))_(?P<branch>branch(?:1|2a|2b1|2b2))_weight")
@@ -108,7 +111,7 @@ _KIND_NAMES = {
 }
 _SUPPORTED = (
     "Pass the MXNet ilsvrc-cls_rna-a1_cls1000_ep-0001.params, a ResNet38 state dict in SEAM's key layout, "
-    "a SEAM or MLPS stage-1 checkpoint, or a torchvision ResNet-18/50 state dict."
+    "a SEAM or MLPS stage-1 checkpoint, a torchvision ResNet-18/50 state dict, or a histo-daen checkpoint."
 )
 
 
@@ -199,11 +202,15 @@ def _torch_load(path: Path) -> Any:
 
 def _unwrap_state_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
     if isinstance(loaded, Mapping) and "format_version" in loaded and "model_config" in loaded:
-        raise WeightsError(
-            path,
-            "is a histo-daen checkpoint, not pretrained weights",
-            "Use it directly (--checkpoint), or histo_daen.models.load_model in Python.",
+        # One of our checkpoints (e.g. a plain CAM classifier trained first): its backbone, without the heads.
+        state_dict = loaded.get("state_dict")
+        if not isinstance(state_dict, Mapping):
+            raise WeightsError(path, "is a histo-daen checkpoint without a state_dict", "The file is damaged.")
+        backbone = {k: v for k, v in state_dict.items() if str(k).split(".")[0] not in _OUR_HEAD_LAYERS}
+        logger.info(
+            "%s: taking the backbone of a histo-daen %s checkpoint", path, loaded["model_config"].get("variant")
         )
+        loaded = backbone
     for wrapper in ("state_dict", "model"):
         # Training scripts often save {"state_dict": ..., "epoch": ...} or {"model": ..., "optimizer": ...}.
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):

@@ -463,12 +463,20 @@ def test_a_pickle_weights_only_refuses(tmp_path: Path, source: CamNet) -> None:
         load_pretrained(_resnet38(), path)
 
 
-def test_a_histo_daen_checkpoint_is_not_pretrained_weights(tmp_path: Path) -> None:
-    model = _resnet38()
-    path = save_checkpoint(tmp_path / "last.pt", checkpoint_state(model))
+def test_the_backbone_of_a_histo_daen_checkpoint_seeds_another_variant(tmp_path: Path) -> None:
+    """A plain CAM classifier trained first gives DAEN its backbone (what the demo does instead of ImageNet)."""
+    torch.manual_seed(3)
+    cam = _randomised(_resnet38("cam", background_channel=False), seed=3)
+    path = save_checkpoint(tmp_path / "last.pt", checkpoint_state(cam))
+    daen = _resnet38("daen")
+    heads_before = {k: v.clone() for k, v in daen.state_dict().items() if k.split(".")[0] in ("fc8", "csm", "f9")}
 
-    with pytest.raises(WeightsError, match=r"last\.pt: is a histo-daen checkpoint, not pretrained weights"):
-        load_pretrained(_resnet38(), path)
+    report = load_pretrained(daen, path)
+
+    assert torch.equal(daen.state_dict()["b4_5.conv_branch2a.weight"], cam.state_dict()["b4_5.conv_branch2a.weight"])
+    assert torch.equal(daen.state_dict()["bn7.running_var"], cam.state_dict()["bn7.running_var"])
+    assert all(torch.equal(daen.state_dict()[k], v) for k, v in heads_before.items())  # heads stay at their init
+    assert not any(k.startswith(("fc8", "csm")) for k in report.loaded)
 
 
 def test_a_state_dict_of_another_network(tmp_path: Path) -> None:
