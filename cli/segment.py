@@ -17,7 +17,8 @@ _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide."""
-    slides, overrides = [], []
+    slides: list[str] = []
+    overrides: list[str] = []
     for item in inputs:
         (overrides if _OVERRIDE.match(item) and not os.path.exists(item) else slides).append(item)
     return slides, overrides

@@ -77,10 +77,10 @@ def synth_slide_command(
       histo-daen synth-slide -o big.svs --size 20000x15000 --mpp 0.25 --levels 5
       histo-daen synth-slide -o no_mpp.tiff --no-mpp --pen-marks --dust
     """
-    from histo_daen.data.synthetic_slide import write_synthetic_slide
+    from histo_daen.data.synthetic_slide import SlideKind, write_synthetic_slide
     from histo_daen.errors import OutputExistsError
 
-    kind = "svs" if output.suffix.lower() == ".svs" else "tiff"
+    kind: SlideKind = "svs" if output.suffix.lower() == ".svs" else "tiff"
     if output.suffix.lower() not in (".svs", ".tif", ".tiff"):
         raise click.BadParameter(f"{output.name}: use a .svs, .tif or .tiff name", param_hint="--output")
     if output.exists() and not overwrite:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +37,9 @@ def get_rng_state() -> dict[str, Any]:
     import torch
 
     py_state = random.getstate()
-    np_state = np.random.get_state()
+    # numpy's stubs type the no-argument call as the dict form, but legacy=True is the default: the global
+    # MT19937 RandomState gives ("MT19937", keys, pos, has_gauss, cached_gaussian).
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy": [

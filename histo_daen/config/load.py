@@ -11,7 +11,7 @@ import types
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -109,11 +109,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
+        section = cast(type[Any], tp)  # an annotation: the dataclass itself, never an instance of it
+        if isinstance(value, section):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a section of keys for {tp.__name__}, got {value!r}")
-        return config_from_mapping(tp, value, where)
+            raise ConfigError(f"{where}: expected a section of keys for {section.__name__}, got {value!r}")
+        return config_from_mapping(section, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -490,11 +490,11 @@ def _write_tiff(
     mpp: float,
     write_mpp: bool,
 ) -> None:
-    codec: dict[str, object] = {"compression": compression}
+    codec: dict[str, Any] = {"compression": compression}
     if compression == "jpeg":
         codec["compressionargs"] = {"level": quality}
     width, height = sizes[0]
-    common = {"photometric": "rgb", "metadata": None, **codec}
+    common: dict[str, Any] = {"photometric": "rgb", "metadata": None, **codec}
     with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 3_500_000_000) as tif:
         if kind == "svs":
             description = _aperio_description(sizes[0], mpp, write_mpp, compression, quality)
@@ -511,7 +511,7 @@ def _write_tiff(
             for level in lower:
                 tif.write(level, tile=(_FILE_TILE, _FILE_TILE), subfiletype=0, description=description, **common)
         else:
-            resolution = {}
+            resolution: dict[str, Any] = {}
             if write_mpp:
                 resolution = {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
             tif.write(

@@ -37,8 +37,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -78,7 +78,7 @@ _HINT = "Pass the MXNet .params file that SEAM/DAEN start from, or a PyTorch .pt
 class _Reader:
     """Sequential little-endian reads that fail with a WeightsError naming the file and the byte offset."""
 
-    def __init__(self, handle: BinaryIO, path: Path, size: int) -> None:
+    def __init__(self, handle: BufferedIOBase, path: Path, size: int) -> None:
         self.handle, self.path, self.size = handle, path, size
 
     @property
@@ -111,7 +111,8 @@ class _Reader:
             # Checked before allocating, so a random binary cannot ask for terabytes.
             raise self.fail(f"{what} needs {n_bytes} bytes but only {self.size - self.offset} remain (truncated?)")
         out = np.empty(shape, dtype=dtype)
-        if n_bytes and self.handle.readinto(memoryview(out).cast("B")) != n_bytes:
+        # out.data is memoryview(out); numpy's stubs give ndarray the buffer protocol for Python >= 3.12 only.
+        if n_bytes and self.handle.readinto(out.data.cast("B")) != n_bytes:
             raise self.fail(f"the file ends inside {what} (truncated?)")
         return out
 

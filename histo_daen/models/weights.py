@@ -95,7 +95,7 @@ _MX_BN = re.compile(
     r"bn(?P<stage>\d)(?P<unit>a|b(?P<k>\d+))_(?P<branch>branch(?:1|2a|2b1|2b2))_(?P<param>gamma|beta|moving_mean|moving_var)"
 )
 _MX_BN7 = re.compile(r"bn7_(?P<param>gamma|beta|moving_mean|moving_var)")
-_TORCHVISION_DEPTHS = {
+_TORCHVISION_DEPTHS: dict[tuple[bool, tuple[int, ...]], str] = {
     (False, (2, 2, 2, 2)): "ResNet-18",
     (False, (3, 4, 6, 3)): "ResNet-34",
     (True, (3, 4, 6, 3)): "ResNet-50",

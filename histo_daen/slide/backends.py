@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -97,8 +97,11 @@ class OpenSlideBackend:
         self._openslide = openslide
         # str(): OpenSlide takes a path; non-ASCII names pass as UTF-8 on POSIX.
         self._handle = openslide.OpenSlide(str(path))
-        self.dimensions = tuple(self._handle.dimensions)
-        self.level_dimensions = tuple(tuple(d) for d in self._handle.level_dimensions)
+        # tuple() types the library's (width, height) pairs as tuple[int, ...].
+        self.dimensions = cast(tuple[int, int], tuple(self._handle.dimensions))
+        self.level_dimensions = cast(
+            tuple[tuple[int, int], ...], tuple(tuple(d) for d in self._handle.level_dimensions)
+        )
         self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
         self.properties = dict(self._handle.properties)
         self.vendor = self.properties.get(openslide.PROPERTY_NAME_VENDOR)
@@ -144,8 +147,11 @@ class TiffSlideBackend:
         self._tiffslide = tiffslide
         with _quiet_tifffile():
             self._handle = tiffslide.TiffSlide(path)
-            self.dimensions = tuple(self._handle.dimensions)
-            self.level_dimensions = tuple(tuple(d) for d in self._handle.level_dimensions)
+            # tuple() types the library's (width, height) pairs as tuple[int, ...].
+            self.dimensions = cast(tuple[int, int], tuple(self._handle.dimensions))
+            self.level_dimensions = cast(
+                tuple[tuple[int, int], ...], tuple(tuple(d) for d in self._handle.level_dimensions)
+            )
             self.level_downsamples = tuple(float(d) for d in self._handle.level_downsamples)
             self.properties = dict(self._handle.properties)
         vendor = self.properties.get(tiffslide.PROPERTY_NAME_VENDOR)

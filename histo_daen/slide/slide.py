@@ -21,6 +21,7 @@ from PIL import Image
 
 from histo_daen.errors import MissingResolutionError, SlideError
 from histo_daen.slide.backends import (
+    BackendName,
     BackendRefusedError,
     SlideBackend,
     backend_read_errors,
@@ -93,7 +94,7 @@ class Slide:
         self.path = path
         self._refusals = refusals  # why libraries tried before this one refused the file, for read errors
         self._backend = backend
-        self.backend: BackendChoice = backend.name
+        self.backend: BackendName = backend.name
         self.dimensions: tuple[int, int] = (int(backend.dimensions[0]), int(backend.dimensions[1]))
         self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
             (int(w), int(h)) for w, h in backend.level_dimensions

@@ -145,9 +145,9 @@ def map_tiles(
                 break
         while pending:
             results = pending.popleft().result()
-            chunk = next(upcoming, None)
-            if chunk is not None:
-                pending.append(executor.submit(_run_chunk, func, chunk))
+            next_chunk = next(upcoming, None)
+            if next_chunk is not None:
+                pending.append(executor.submit(_run_chunk, func, next_chunk))
             yield from results
     finally:
         # Also on an error, Ctrl-C or an abandoned generator: drop queued work, do not wait for it.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -111,7 +112,11 @@ def tissue_fractions(
     Returns:
         (N,) float64 in [0, 1]; parts of a box outside the mask count as glass.
     """
-    scale_x, scale_y = (mask_downsample, mask_downsample) if np.isscalar(mask_downsample) else mask_downsample
+    # np.isscalar's TypeIs gives numpy's whole scalar union (str, bytes, ...) in one branch, float in the other.
+    if np.isscalar(mask_downsample):
+        scale_x = scale_y = cast(float, mask_downsample)
+    else:
+        scale_x, scale_y = cast(tuple[float, float], mask_downsample)
     boxes = np.asarray(boxes_level0, dtype=np.float64).reshape(-1, 4)
     height, width = mask.shape
     # Summed-area table with a zero first row/column; bilinear interpolation of it at fractional corners is the
@@ -187,8 +192,8 @@ def tile_grid(
     n_cols = math.ceil((width0 - tile_level0) / stride_level0 - 1e-9) + 1
     n_rows = math.ceil((height0 - tile_level0) / stride_level0 - 1e-9) + 1
     side = round(tile_level0)
-    cols, rows = np.meshgrid(np.arange(n_cols), np.arange(n_rows))
-    cols, rows = cols.ravel(), rows.ravel()
+    col_grid, row_grid = np.meshgrid(np.arange(n_cols), np.arange(n_rows))
+    cols, rows = col_grid.ravel(), row_grid.ravel()
     xs = np.round(cols * stride_level0).astype(np.int64)
     ys = np.round(rows * stride_level0).astype(np.int64)
     boxes = np.stack([xs, ys, np.full_like(xs, side), np.full_like(xs, side)], axis=1)
