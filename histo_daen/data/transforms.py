@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF  # type: ignore[import-untyped]
+import torchvision.transforms.v2.functional as TF
 from skimage.color import hed_from_rgb, rgb_from_hed
 
 from histo_daen.config.schema import AugmentConfig

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2.functional import gaussian_blur  # type: ignore[import-untyped]
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from histo_daen.config.schema import InferenceConfig
 from histo_daen.models.histosegnet import HistoSegNet

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1  # type: ignore[import-untyped]
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from histo_daen.models.backbone import Backbone, BackboneFeatures
 from histo_daen.models.resnet38 import scaled_channels
