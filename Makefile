@@ -33,6 +33,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check histo_daen cli tests benchmarks
 	$(BIN)/ruff format --check histo_daen cli tests benchmarks
+	$(BIN)/mypy histo_daen cli
 
 format: install
 	$(BIN)/ruff format histo_daen cli tests benchmarks
