@@ -38,6 +38,13 @@ __all__ = ["tile_command"]
 )
 @click.option("--format", "fmt", type=click.Choice(["png", "jpeg"]), default=None, help="Tile files. [default: png]")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="Quality of JPEG tiles. [default: 90]")
+@click.option(
+    "--pyramid/--level0",
+    "use_pyramid",
+    default=None,
+    help="Where tiles are read: the coarsest pyramid level fine enough (fast), or level 0 shrunk with area "
+    "averaging (slower; skips the scanner's own downsampled, re-compressed levels). [default: --pyramid]",
+)
 @options.backend()
 @options.slide_mpp()
 @options.workers()
@@ -53,6 +60,7 @@ def tile_command(
     min_tissue: float | None,
     fmt: str | None,
     jpeg_quality: int | None,
+    use_pyramid: bool | None,
     backend: str | None,
     slide_mpp: float | None,
     workers: int | None,
@@ -75,6 +83,7 @@ def tile_command(
       histo-daen tile 'cohort/*.svs' -o tiles/ --target-mpp 0.5 --tile-size 256 --format jpeg
       histo-daen tile scans/ -o tiles/ --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
       histo-daen tile scan.tiff --slide-mpp 0.25 -o tiles/      # a file without resolution metadata
+      histo-daen tile slide.svs -o tiles/ --level0 --backend tiffslide   # full-resolution reads, faster reader
       histo-daen synth-slide -o demo.svs && histo-daen tile demo.svs -o tiles/   # try it on a synthetic slide
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -94,6 +103,7 @@ def tile_command(
             "min_tissue": min_tissue,
             "format": fmt,
             "jpeg_quality": jpeg_quality,
+            "use_pyramid": use_pyramid,
             "backend": backend,
             "slide_mpp": slide_mpp,
         },

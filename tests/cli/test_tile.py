@@ -161,3 +161,33 @@ def test_the_shipped_config_file_works(tiny_slide: SyntheticSlide, tmp_path: Pat
     tiles = sorted((tmp_path / "tiny" / "tiles").iterdir())
     assert tiles and tiles[0].suffix == ".jpg"
     assert "target_mpp: 0.5" in (tmp_path / "tiny" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_level0_tiles_equal_a_level0_read_shrunk_with_area_averaging(
+    tiny_slide: SyntheticSlide, tmp_path: Path, backend: str
+) -> None:
+    # The plain way: OpenSlide's level-0 read_region, shrunk 2x (0.5 -> 1.0 um/px) with Pillow's area filter.
+    import numpy as np
+    import openslide
+    from PIL import Image
+
+    from histo_daen.tiling.manifest import read_manifest
+
+    code, _, err = _run(tiny_slide.path, "-o", tmp_path, "--level0", "--backend", backend, *FAST)
+    assert code == 0, err
+    rows = read_manifest(tmp_path / "tiny" / "manifest.csv")
+    assert len(rows) > 3
+    with openslide.OpenSlide(tiny_slide.path) as reference:
+        for row in rows:
+            x, y, side = int(row["x"]), int(row["y"]), int(row["width"])
+            expected = reference.read_region((x, y), 0, (side, side)).convert("RGB").resize((64, 64), Image.BOX)
+            tile = Image.open(tmp_path / "tiny" / row["path"]).convert("RGB")
+            assert np.array_equal(np.asarray(tile), np.asarray(expected)), row["path"]
+    assert "use_pyramid: false" in (tmp_path / "tiny" / "config.yaml").read_text()
+
+
+def test_switching_pyramid_to_level0_names_the_change(tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
+    assert _run(tiny_slide.path, "-o", tmp_path, *FAST)[0] == 0
+    code, _, err = _run(tiny_slide.path, "-o", tmp_path, "--level0", *FAST)
+    assert code == 1 and "use_pyramid True -> False" in err
