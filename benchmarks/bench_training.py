@@ -159,7 +159,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="patch side in pixels (LUAD: 224)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--loader-variants", default="cam,daen", help="variants whose data-loader share is measured")
+    parser.add_argument("--loader-variants", default="cam,daen", help="variants whose data-loader share is measured (empty: none)")
     parser.add_argument("--loader-window", type=int, default=4, help="steps per measured window (3 windows)")
     args = parser.parse_args()
     if args.child:
@@ -206,7 +206,7 @@ def main() -> None:
             Path(scratch) / "LUAD-synth", n_train=args.batch * 3 * args.loader_window, n_val=0, n_test=0,
             patch_size=args.size, seed=0,
         ).root  # fmt: skip
-        for variant in args.loader_variants.split(","):
+        for variant in filter(None, args.loader_variants.split(",")):
             share = _loader_share(args, variant, backbone, root, Path(scratch) / "runs")
             print(
                 f"data loader ({backbone}/{variant}, {share['workers']} workers, HED + flips/turns): "
