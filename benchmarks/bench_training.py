@@ -159,7 +159,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="patch side in pixels (LUAD: 224)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--loader-variants", default="cam,daen", help="variants whose data-loader share is measured (empty: none)")
+    parser.add_argument(
+        "--loader-variants", default="cam,daen", help="variants whose data-loader share is measured (empty: none)"
+    )
     parser.add_argument("--loader-window", type=int, default=4, help="steps per measured window (3 windows)")
     args = parser.parse_args()
     if args.child:

@@ -280,6 +280,7 @@ def _segment_one(
                 batch_size=config.batch_size,
                 workers=config.workers,
                 amp=config.amp,
+                cpu_bf16=config.cpu_bf16,
                 progress=progress,
             )
             writer.finalise(pyramid_levels=config.pyramid_levels)

@@ -357,6 +357,7 @@ def segment_slide(
     batch_size: int = 16,
     workers: int = 2,
     amp: bool = True,
+    cpu_bf16: bool = False,
     progress: bool = False,
 ) -> SegmentStats:
     """Run the predictor over every tissue tile of a planned slide and write the stitched map band by band.
@@ -369,7 +370,8 @@ def segment_slide(
         device: where the predictor runs; tiles are moved there, stitching stays on the CPU.
         batch_size: tiles per predictor call.
         workers: reader threads (0: read in this thread, between batches).
-        amp: bf16 autocast on CUDA (ignored on CPU).
+        amp: bf16 autocast on CUDA (and on CPU with ``cpu_bf16``).
+        cpu_bf16: bf16 autocast on CPU too (see :func:`~histo_daen.devices.autocast_settings`).
         progress: show a tqdm bar in tiles, with tiles/s.
 
     Returns:
@@ -393,7 +395,7 @@ def segment_slide(
     first_needed = next((i for i, t in enumerate(plan.tiles) if t.y0 + tile_map > origin), len(plan.tiles))
     start = (first_needed // batch_size) * batch_size  # fixed batch boundaries: the same batches as a full run
     batches = [plan.tiles[i : i + batch_size] for i in range(start, len(plan.tiles), batch_size)]
-    autocast = autocast_settings(device, amp=amp)
+    autocast = autocast_settings(device, amp=amp, cpu_bf16=cpu_bf16)
     n_run, n_written, model_seconds = 0, 0, 0.0
 
     def write(bands: Iterator[Any]) -> int:

@@ -507,7 +507,7 @@ def _run_steps(
 ) -> tuple[int, dict[str, float], float]:
     """The optimiser steps from ``start_step`` to ``max_steps``; returns (step, last losses, images/s)."""
     accumulation = cfg.optim.accumulation_steps
-    autocast = autocast_settings(ctx.device, amp=cfg.amp)
+    autocast = autocast_settings(ctx.device, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
     checkpoint_path = output_dir / CHECKPOINT_NAME
     step = start_step
     losses = dict(start_losses)

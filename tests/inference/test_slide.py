@@ -67,6 +67,34 @@ def test_identity_model_stitched_over_a_slide_gives_back_the_slide(pattern_slide
     assert sink.order == [0, 1, 2, 3] and stats.n_tiles_run == stats.n_tiles == len(plan.tiles)
 
 
+class ConvIdentityModel:
+    """The identity as a 1 x 1 convolution, so autocast changes its precision; records the dtype it computed in."""
+
+    n_channels = 3
+
+    def __init__(self) -> None:
+        self.conv = torch.nn.Conv2d(3, 3, 1, bias=False).requires_grad_(False)
+        self.conv.weight.copy_(torch.eye(3)[:, :, None, None])
+        self.dtypes: set[torch.dtype] = set()
+
+    def __call__(self, images: torch.Tensor) -> TileOutput:
+        scores = self.conv(images)
+        self.dtypes.add(scores.dtype)
+        return TileOutput(scores=scores)
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_bf16_runs_the_model_in_bf16_and_still_stitches_the_slide(pattern_slide, cpu_bf16: bool) -> None:
+    path, image = pattern_slide
+    plan = _plan(path, model_mpp=0.5)
+    sink = MemorySink(plan.shape_hw, 3, band_height=32)
+    model = ConvIdentityModel()
+    segment_slide(plan, sink, model, device=torch.device("cpu"), batch_size=8, workers=0, cpu_bf16=cpu_bf16)
+    assert model.dtypes == {torch.bfloat16 if cpu_bf16 else torch.float32}
+    expected = image.astype(np.float32).reshape(128, 4, 192, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255
+    np.testing.assert_allclose(sink.scores, expected, atol=4e-3 if cpu_bf16 else 1e-5)  # bf16: 8 bits of mantissa
+
+
 def test_identity_at_a_coarser_model_resolution_reads_the_pyramid(pattern_slide) -> None:
     path, image = pattern_slide
     plan = _plan(path, model_mpp=1.0)  # tiles from level 1 (2x2 means); a map pixel is 8 x 8 level-0 pixels

@@ -108,6 +108,15 @@ def test_two_runs_with_one_seed_give_equal_losses_whatever_the_loader_workers(
     assert [m["loss"] for m in _metrics(tmp_path / "c")] != losses[0]
 
 
+def test_cpu_bf16_trains_in_mixed_precision(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    train(tiny_config(), output_dir=tmp_path / "fp32", device="cpu")
+    train(tiny_config("cpu_bf16=true"), output_dir=tmp_path / "bf16", device="cpu")
+    fp32, bf16 = ([m["loss"] for m in _metrics(tmp_path / run)] for run in ("fp32", "bf16"))
+    assert all(torch.isfinite(torch.tensor(bf16)))
+    assert bf16 != fp32  # bf16 rounding shows in the losses: autocast was on
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # and only rounding: the same training
+
+
 def test_existing_run_is_kept_without_overwrite(tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
     cfg = tiny_config()
     train(cfg, output_dir=tmp_path / "run", device="cpu")
