@@ -84,8 +84,8 @@ def train_command(
 
     Settings come from the defaults (the paper's recipe), then --config, then these options, then KEY=VALUE
     overrides such as optim.momentum=0.9 or twin.scale=0.3 (every key: configs/ and docs/internals.md).
-    Runs on the CPU, one GPU (bf16), or several processes under torchrun; an interrupted run continues with
-    --resume.
+    Runs on the CPU (in bf16 with cpu_bf16=true, faster on CPUs with AVX512-BF16 or AMX), one GPU (bf16), or
+    several processes under torchrun; an interrupted run continues with --resume.
 
     \b
     Examples:
