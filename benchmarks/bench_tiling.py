@@ -227,19 +227,13 @@ def main() -> None:
 
     plain_wall, plain_peak, out = run_measured([*me, "--mode", "plain", *common, "--out", str(runs / "plain")])
     plain = json.loads(out)
-    ours_wall, ours_peak, _ = run_measured(
-        [
-            sys.executable,
-            "-c",
-            "from histo_daen.cli import main; main()",
-            "tile",
-            str(slide_path),
-            "-o",
-            str(runs / "ours"),
-            "--workers",
-            str(args.workers),
-        ]
-    )
+
+    def tile_command(out: str, *options: str) -> list[str]:
+        """``histo-daen tile`` on the slide into ``runs/out``, as a user runs it."""
+        cli = [sys.executable, "-c", "from histo_daen.cli import main; main()", "tile"]
+        return [*cli, str(slide_path), "-o", str(runs / out), *options]
+
+    ours_wall, ours_peak, _ = run_measured(tile_command("ours", "--workers", str(args.workers)))
     _, extract_peak, out = run_measured(
         [*me, "--mode", "extract", *common, "--out", str(runs / "extract"), "--workers", str(args.workers)]
     )
@@ -249,34 +243,9 @@ def main() -> None:
     )
     level0 = json.loads(out)
     level0_cmd_wall, level0_cmd_peak, _ = run_measured(
-        [
-            sys.executable,
-            "-c",
-            "from histo_daen.cli import main; main()",
-            "tile",
-            str(slide_path),
-            "-o",
-            str(runs / "ours_level0"),
-            "--workers",
-            str(args.workers),
-            "--level0",
-            "--backend",
-            "tiffslide",
-        ]
+        tile_command("ours_level0", "--workers", str(args.workers), "--level0", "--backend", "tiffslide")
     )
-    one_worker_wall, one_worker_peak, _ = run_measured(
-        [
-            sys.executable,
-            "-c",
-            "from histo_daen.cli import main; main()",
-            "tile",
-            str(slide_path),
-            "-o",
-            str(runs / "ours1"),
-            "--workers",
-            "1",
-        ]
-    )
+    one_worker_wall, one_worker_peak, _ = run_measured(tile_command("ours1", "--workers", "1"))
 
     n = len(boxes)
     plain_rate = n / plain["seconds"]

@@ -194,6 +194,13 @@ def _fade(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _lattice_cell(coords: np.ndarray, scale_um: float) -> tuple[np.ndarray, np.ndarray]:
+    """Micrometres -> (lattice cell index as int64, smoothed position inside the cell in [0, 1])."""
+    scaled = coords * np.float32(1.0 / scale_um)
+    index = np.floor(scaled)
+    return index.astype(np.int64), _fade(scaled - index)
+
+
 def _grid_value_noise(xs: np.ndarray, ys: np.ndarray, scale_um: float, key: int) -> np.ndarray:
     """Smooth noise in [0, 1], features about ``scale_um`` across, on the grid ``ys`` x ``xs`` (micrometres).
 
@@ -203,14 +210,8 @@ def _grid_value_noise(xs: np.ndarray, ys: np.ndarray, scale_um: float, key: int)
     Returns:
         (len(ys), len(xs)) float32.
     """
-    u = xs * np.float32(1.0 / scale_um)
-    v = ys * np.float32(1.0 / scale_um)
-    iu = np.floor(u)
-    iv = np.floor(v)
-    su = _fade(u - iu)
-    sv = _fade(v - iv)
-    iu = iu.astype(np.int64)
-    iv = iv.astype(np.int64)
+    iu, su = _lattice_cell(xs, scale_um)
+    iv, sv = _lattice_cell(ys, scale_um)
     u0, v0 = int(iu.min()), int(iv.min())
     table = _lattice_table(u0, v0, int(iu.max()) - u0 + 2, int(iv.max()) - v0 + 2, key)
     cols = iu - u0
@@ -223,14 +224,8 @@ def _grid_value_noise(xs: np.ndarray, ys: np.ndarray, scale_um: float, key: int)
 
 def _point_value_noise(x: np.ndarray, y: np.ndarray, scale_um: float, key: int) -> np.ndarray:
     """:func:`_grid_value_noise` at arbitrary points (x, y) of equal shapes (e.g. rotated coordinates)."""
-    u = x * np.float32(1.0 / scale_um)
-    v = y * np.float32(1.0 / scale_um)
-    iu = np.floor(u)
-    iv = np.floor(v)
-    su = _fade(u - iu)
-    sv = _fade(v - iv)
-    iu = iu.astype(np.int64)
-    iv = iv.astype(np.int64)
+    iu, su = _lattice_cell(x, scale_um)
+    iv, sv = _lattice_cell(y, scale_um)
     u0, v0 = int(iu.min()), int(iv.min())
     width = int(iu.max()) - u0 + 2
     flat = _lattice_table(u0, v0, width, int(iv.max()) - v0 + 2, key).ravel()
