@@ -65,6 +65,10 @@ PYRAMID_MAX_SIDE = 1024
 _ZSTD_LEVEL = 3
 
 
+# What opening a folder that is not one of our maps raises (missing group, missing or foreign attributes).
+_NOT_OUR_MAP_ERRORS = (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError)
+
+
 def _our_attributes(group: zarr.Group) -> dict[str, Any]:
     """The ``histo_daen`` attribute of a map's root group (raises KeyError when absent)."""
     return dict(cast("Mapping[str, Any]", group.attrs["histo_daen"]))
@@ -439,7 +443,7 @@ def _reopen_writer(target: Path, requested: dict[str, Any]) -> TissueMapWriter |
     try:
         group = zarr.open_group(target, mode="r+")
         stored = _our_attributes(group)
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as err:
+    except _NOT_OUR_MAP_ERRORS as err:
         raise OutputExistsError(
             target, "exists and is not a histo-daen tissue map", "Move it away, or pass --overwrite to replace it."
         ) from err
@@ -512,7 +516,7 @@ def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
     try:
         group = zarr.open_group(source, mode="r")
         attrs = _our_attributes(group)
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError) as err:
+    except _NOT_OUR_MAP_ERRORS as err:
         raise PathError(
             source, "is not a histo-daen tissue map", "Give the map.zarr folder that `histo-daen segment` wrote."
         ) from err
