@@ -7,7 +7,7 @@ Output layout (``OUT`` is the output folder)::
     OUT/<slide stem>/map.zarr      OME-Zarr tissue map (built as map.zarr.partial/, renamed when complete)
     OUT/<slide stem>/map.geojson   QuPath objects, level-0 pixel coordinates (.geojson.gz with geojson_gzip)
     OUT/<slide stem>/overview.png  the map over the slide thumbnail, with per-class areas
-    OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas; written last
+    OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas, seam ratio; written last
     OUT/<slide stem>/failed.json   instead of summary.json when the slide failed: the error message
 
 (Slides whose stems collide, ``a.svs`` and ``a.tiff``, get ``a_svs/`` and ``a_tiff/``.)
@@ -43,6 +43,7 @@ from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import diff_configs, dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.errors import ConfigError, HistoDaenError, OutputExistsError
+from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
@@ -188,9 +189,16 @@ def _check_map_provenance(tissue_map: TissueMap, requested: dict[str, Any]) -> N
 
 
 def _summary(
-    slide_path: Path, identity: dict[str, Any], tissue_map: TissueMap, outputs: dict[str, str], n_tiles: int
+    slide_path: Path,
+    identity: dict[str, Any],
+    tissue_map: TissueMap,
+    outputs: dict[str, str],
+    n_tiles: int,
+    tile_step: int,
 ) -> dict[str, Any]:
     areas = class_areas(tissue_map)
+    # How much the label changes line up with the tile grid (histo_daen.evaluation.seams): 1.0 = seamless.
+    seams = seam_ratio((band for _, band in tissue_map.label_bands()), tile_step)
     return {
         "slide": {**identity, "path": str(slide_path.resolve())},
         "status": "done",
@@ -202,6 +210,8 @@ def _summary(
             "map_mpp": tissue_map.map_mpp,
             "n_levels": tissue_map.n_levels,
             "ngff_version": tissue_map.ngff_version,
+            "tile_step": tile_step,
+            "seam_ratio": seams,
         },
         "model": {k: v for k, v in tissue_map.provenance["model"].items() if k != "model_config"},
         "label_source": tissue_map.provenance["label_source"],
@@ -301,7 +311,8 @@ def _segment_one(
             outputs["overview"] = write_overview(
                 thumbnail, tissue_map, folder / "overview.png", slide_size_wh=slide.dimensions, title=slide_path.name
             ).name
-    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles))
+    tile_step = (plan.tile_size - plan.overlap) // plan.map_stride
+    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), tile_step)
     atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return SlideOutcome(slide_path, folder, "done", summary=summary, stats=stats)
 
@@ -311,15 +322,20 @@ def _record_failure(slide_path: Path, folder: Path, message: str) -> None:
     atomic_write_text(folder / "failed.json", json.dumps(record, indent=2) + "\n")
 
 
+def _format_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> Path:
     """Rebuild ``OUT/summary.csv`` from every ``OUT/*/summary.json`` and ``failed.json``: one row per slide.
 
-    Columns: slide, status, error, mpp0, map_mpp, n_tiles, tissue_mm2, then ``<class>_mm2`` and ``<class>_percent``
-    for each class. Areas are in mm², percentages of the slide's tissue.
+    Columns: slide, status, error, mpp0, map_mpp, n_tiles, seam_ratio, tissue_mm2, then ``<class>_mm2`` and
+    ``<class>_percent`` for each class. Areas are in mm², percentages of the slide's tissue; the seam ratio is 1.0
+    for a map whose label changes do not follow the tile grid (empty when undefined or not recorded).
     """
     root = Path(output_dir)
     area_columns = [f"{code}_{unit}" for code in classes.codes for unit in ("mm2", "percent")]
-    columns = ["slide", "status", "error", "mpp0", "map_mpp", "n_tiles", "tissue_mm2", *area_columns]
+    columns = ["slide", "status", "error", "mpp0", "map_mpp", "n_tiles", "seam_ratio", "tissue_mm2", *area_columns]
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         summary_path, failed_path = folder / "summary.json", folder / "failed.json"
@@ -332,6 +348,7 @@ def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> 
                 "mpp0": summary["map"]["mpp0"],
                 "map_mpp": summary["map"]["map_mpp"],
                 "n_tiles": summary["n_tiles"],
+                "seam_ratio": _format_ratio(summary["map"].get("seam_ratio")),
                 "tissue_mm2": f"{summary['tissue_mm2']:.4f}",
             }
             for area in summary["areas"]:
