@@ -65,6 +65,8 @@ logger = logging.getLogger(__name__)
 # Settings that change the map; the rest (batch size, readers, GeoJSON and picture options) may change on resume.
 _MAP_SETTINGS = (
     "overlap",
+    "stitching",
+    "min_region_um2",
     "min_tissue",
     "tissue_mpp",
     "map_stride",
@@ -311,8 +313,7 @@ def _segment_one(
             outputs["overview"] = write_overview(
                 thumbnail, tissue_map, folder / "overview.png", slide_size_wh=slide.dimensions, title=slide_path.name
             ).name
-    tile_step = (plan.tile_size - plan.overlap) // plan.map_stride
-    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), tile_step)
+    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), plan.tile_step)
     atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return SlideOutcome(slide_path, folder, "done", summary=summary, stats=stats)
 
@@ -408,7 +409,7 @@ def segment_slides(
     loaded = load_model(checkpoint_path, device=device)
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
-    predictor = CamPredictor(loaded.model, len(classes), config.inference)
+    predictor = CamPredictor(loaded.model, len(classes), config.inference, stitching=config.stitching)
     model_provenance = _model_provenance(checkpoint_path, loaded)
     dump_config(config, root / "config.yaml")
     # Inputs that name no slide (a typo, an empty folder) are reported once, by the first shard.

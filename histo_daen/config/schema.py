@@ -188,7 +188,15 @@ class SegmentConfig:
 
     batch_size: int = 16  # tiles per forward pass
     workers: int = 2  # tile-reading threads, each with its own slide handle (0: read between batches)
-    overlap: int = 32  # model pixels shared by neighbouring tiles, cross-faded so seams do not show
+    # Model pixels shared by neighbouring tiles; None: half the tile, so every pixel lies between two tiles on each
+    # axis and the linear cross-fade leaves no line on the tile grid (twice the tiles of overlap 32 at 112 px).
+    overlap: int | None = None
+    # slide: every tile's CAMs (no per-tile normalisation, no per-tile class choice) and class probabilities are
+    # blended first, then each pixel takes the best class among those the blended probabilities allow (linear
+    # cross-fade). tile: earlier versions (each tile normalised and labelled alone, cosine cross-fade); with
+    # overlap=32 it gives their maps exactly.
+    stitching: Literal["slide", "tile"] = "slide"
+    min_region_um2: float = 0.0  # label clean-up: class regions smaller than this take their surroundings' class
     min_tissue: float = 0.05  # tiles with a smaller tissue fraction are skipped (their pixels: no tissue)
     tissue_mpp: float = 8.0  # microns per pixel of the thumbnail the tissue mask is computed on
     map_stride: int = 4  # model pixels per map pixel (map mpp = input_mpp x map_stride); divides tile and overlap
@@ -214,8 +222,10 @@ class SegmentConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0 or null (half the tile), got {self.overlap}")
+        if self.min_region_um2 < 0:
+            raise ValueError(f"min_region_um2 must be >= 0, got {self.min_region_um2}")
         if not 0.0 <= self.min_tissue <= 1.0:
             raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
         if self.tissue_mpp <= 0:

@@ -186,16 +186,23 @@ class BandStitcher:
         return finished
 
 
-def map_values_from_scores(scores: np.ndarray, is_tissue: np.ndarray) -> np.ndarray:
-    """Slide-map labels from stitched class scores: the best class's map value on tissue, 0 elsewhere.
+def map_values_from_scores(
+    scores: np.ndarray, is_tissue: np.ndarray, *, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Slide-map labels from stitched class scores: the best allowed class's map value on tissue, 0 elsewhere.
 
     Args:
         scores: (K, h, w) float class scores.
         is_tissue: (h, w) bool, True where the pixel is tissue and at least one tile covered it.
+        allowed: (K, h, w) bool, the classes each pixel may take (blended presence above its threshold); where no
+            class is allowed, all are. None: all classes everywhere.
 
     Returns:
         (h, w) uint8: 0 = no tissue, ``k + 1`` = class index k (``TissueClass.map_value``). Ties go to the lower
         class index (``argmax``).
     """
+    if allowed is not None:
+        allowed = allowed | ~allowed.any(axis=0, keepdims=True)
+        scores = np.where(allowed, scores, -np.inf)
     best = scores.argmax(axis=0).astype(np.uint8) + 1
     return np.where(is_tissue, best, 0).astype(np.uint8)
