@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from histo_daen.evaluation.seams import SeamCounter, seam_ratio
+from histo_daen.evaluation.seams import SeamCounter, control_seam_ratio, seam_ratio
 
 
 def _smooth_field_map(shape_hw: tuple[int, int], *, seed: int = 0) -> np.ndarray:
@@ -64,3 +64,13 @@ def test_bands_give_the_whole_map_profile() -> None:
 def test_step_must_be_positive() -> None:
     with pytest.raises(ValueError, match="step must be at least 1"):
         SeamCounter(0)
+
+
+def test_control_ratio_reads_a_seamless_map_like_its_tile_step_and_a_tiled_map_lower() -> None:
+    labels = _smooth_field_map((600, 800))
+    control = control_seam_ratio(labels, 20)
+    assert control is not None and abs(control - seam_ratio(labels, 20)) < 0.1  # type: ignore[operator]
+    tiled = labels.copy()
+    rows, cols = np.mgrid[:600, :800]
+    tiled[((rows // 20 + cols // 20) % 2 == 1) & (labels == 2)] = 3
+    assert seam_ratio(tiled, 20) > control_seam_ratio(tiled, 20) + 0.4  # type: ignore[operator]
