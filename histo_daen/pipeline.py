@@ -48,6 +48,7 @@ from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_map, segment_slide
 from histo_daen.models.checkpoint import LoadedModel, load_model
+from histo_daen.resources import require_workers
 from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
 
@@ -379,16 +380,17 @@ def segment_slides(
         ConfigError: no slides were given, or two slides would share an output folder.
     """
     config = SegmentConfig() if config is None else config
+    require_workers(config.workers, setting="--workers (workers)", kind="threads")
     if not slides:
         raise ConfigError("no slides given: pass slide files, folders or glob patterns")
     found = find_slides(slides)
     folders = output_folder_names(found.slides)  # over every shard's slides, so shards agree on the names
     paths = shard_items(found.slides, shard)
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     checkpoint_path = Path(checkpoint)
-    loaded = load_model(checkpoint_path, device=device)
+    loaded = load_model(checkpoint_path, device=device)  # before the output folder: a refused model leaves nothing
+    root.mkdir(parents=True, exist_ok=True)
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
     predictor = CamPredictor(loaded.model, len(classes), config.inference)

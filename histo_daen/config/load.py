@@ -254,7 +254,10 @@ def load_config(
         raw = _merge(raw, read_yaml_mapping(path))
         source = str(path)
     if isinstance(overrides, Mapping):
-        raw = _merge(raw, _drop_none(overrides))
+        given = _drop_none(overrides)
+        if given:
+            raw = _merge(raw, given)
+            source = f"{source} + options" if path is not None else "options"
     elif overrides:
         raw = _merge(raw, parse_overrides(overrides))
         source = f"{source} + overrides" if path is not None else "overrides"

@@ -41,6 +41,7 @@ from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
 from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
+from histo_daen.resources import require_workers
 from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
 from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, warm_up_workers, write_tile
@@ -499,6 +500,8 @@ def tile_slides(
     """
     config = config or TileConfig()
     output = Path(output)
+    if workers is not None:
+        require_workers(workers, setting="--workers")
     _check_writable(output)
     found = find_slides(inputs)
     results: list[SlideTilingResult] = []
