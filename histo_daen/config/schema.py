@@ -278,6 +278,7 @@ class DataConfig:
     workers: int = 2  # data-loader processes per training process (0: load in the training process)
     input_scale: float = 1.0  # resize factor applied to every patch before the model (2.0: 224 patches -> 448)
     validate: bool = True  # check every file of the dataset (names, pairs, PNGs, mask values) before training
+    verify: bool = False  # "tiles" only: also check each labelled tile's size and SHA-256 against its manifest
 
     def __post_init__(self) -> None:
         _check_finite(self)

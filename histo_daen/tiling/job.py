@@ -20,7 +20,6 @@ ones; with different parameters it stops and names what changed, unless ``overwr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -57,6 +56,7 @@ from histo_daen.tiling.manifest import (
     read_header,
     read_journal,
     read_manifest,
+    verify_tile_file,
     write_header,
     write_manifest,
 )
@@ -150,16 +150,6 @@ def _header(slide: Slide, config: TileConfig, grid: TileGrid, n_tiles: int) -> d
 
 def _describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in ((k, *v) for k, v in changes.items()))
-
-
-def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
-    """A tile file is there, has the recorded size and the recorded SHA-256."""
-    try:
-        if path.stat().st_size != n_bytes:
-            return False
-        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
-    except OSError:
-        return False
 
 
 def _check_writable(folder: Path) -> None:
@@ -344,7 +334,7 @@ def _tile_into(
     todo: list[int] = []
     for index, tile in enumerate(grid.tiles):
         entry = journal.get(index)
-        if entry is not None and _verify(tiles_dir / writer.file_name(tile), *entry):
+        if entry is not None and verify_tile_file(tiles_dir / writer.file_name(tile), *entry):
             records[index] = entry
         else:
             todo.append(index)
@@ -451,7 +441,7 @@ def _verify_complete(
         if (
             row is not None
             and row.get("path") == expected_name
-            and _verify(final / expected_name, int(row.get("bytes") or -1), row.get("sha256", ""))
+            and verify_tile_file(final / expected_name, int(row.get("bytes") or -1), row.get("sha256", ""))
         ):
             records[index] = (int(row["bytes"]), row["sha256"])
         else:

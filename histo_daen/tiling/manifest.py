@@ -12,6 +12,7 @@ tile written; a line cut by a kill does not parse and is ignored, so its tile is
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "read_header",
     "read_journal",
     "read_manifest",
+    "verify_tile_file",
     "write_header",
     "write_manifest",
 ]
@@ -103,6 +105,16 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
     """The rows of a ``manifest.csv`` as dicts of strings (column -> value)."""
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def verify_tile_file(path: Path, n_bytes: int, sha256: str) -> bool:
+    """A tile file is there and has the size and SHA-256 (hex) its manifest row records."""
+    try:
+        if path.stat().st_size != n_bytes:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def write_header(path: Path, header: Mapping[str, Any]) -> Path:

@@ -84,7 +84,16 @@ _RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME)
 # Fields that do not change what is computed (or name the same data/weights at another place): a resumed run may
 # differ in them. Everything else must equal the checkpoint's config.
 RESUMABLE_CHANGES = frozenset(
-    {"data.workers", "data.validate", "data.root", "data.labels_csv", "pretrained", "checkpoint_every", "log_every"}
+    {
+        "data.workers",
+        "data.validate",
+        "data.verify",
+        "data.root",
+        "data.labels_csv",
+        "pretrained",
+        "checkpoint_every",
+        "log_every",
+    }
 )
 
 
