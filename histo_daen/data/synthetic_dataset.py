@@ -176,8 +176,8 @@ def write_synthetic_luad(
         raise ConfigError("patch counts must be >= 0")
     if not 32 <= patch_size <= 8192:
         raise ConfigError(f"patch_size must be in [32, 8192] pixels, got {patch_size}")
-    if not (math.isfinite(mpp) and 0.01 <= mpp <= 100):
-        raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 100], got {mpp}")
+    if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
+        raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
     n_workers = usable_cores() if workers is None else workers
     require_workers(n_workers, setting="workers")
     pixels = patch_size * patch_size

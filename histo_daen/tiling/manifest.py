@@ -12,7 +12,6 @@ tile written; a line cut by a kill does not parse and is ignored, so its tile is
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from histo_daen.atomic import atomic_write_text
+from histo_daen.digest import file_sha256
 from histo_daen.tiling.grid import Tile
 
 __all__ = [
@@ -112,7 +112,7 @@ def verify_tile_file(path: Path, n_bytes: int, sha256: str) -> bool:
     try:
         if path.stat().st_size != n_bytes:
             return False
-        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+        return file_sha256(path) == sha256
     except OSError:
         return False
 
