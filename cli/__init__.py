@@ -35,6 +35,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
     raise Terminated()
 
+
 # name -> "module:attribute"; each command lives in its own module under cli/ and imports heavy libraries lazily.
 _COMMANDS: dict[str, str] = {}
 

@@ -88,7 +88,9 @@ def test_damaged_checkpoints_are_refused_or_evaluated(segment_checkpoint: Path, 
     assert not _no_temporaries(tmp_path)
 
 
-def test_damaged_maps_are_refused_or_exported(segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
+def test_damaged_maps_are_refused_or_exported(
+    segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
+) -> None:
     segmented = tmp_path / "maps"
     # Small chunks: many chunk files (glass ones included) for the damage to land in.
     result = _run_cli(

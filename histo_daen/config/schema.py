@@ -165,7 +165,9 @@ class InferenceConfig:
         _check_finite(self)
         low, high = INFERENCE_SCALE_RANGE
         if not self.scales or not all(low <= s <= high for s in self.scales):
-            raise ValueError(f"scales must be a non-empty list of factors in [{low:g}, {high:g}], got {list(self.scales)}")
+            raise ValueError(
+                f"scales must be a non-empty list of factors in [{low:g}, {high:g}], got {list(self.scales)}"
+            )
         _check_range("label_threshold", self.label_threshold, 0.0, 1.0)
         if self.background_alpha is not None:
             _check_range("background_alpha", self.background_alpha, 0.0, 1.0)

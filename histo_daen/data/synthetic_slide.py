@@ -363,7 +363,9 @@ def write_synthetic_slide(
     path = Path(path)
     width, height = (int(size_wh[0]), int(size_wh[1]))
     if width < 1 or height < 1 or levels < 1 or mask_downsample < 1:
-        raise ConfigError(f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mask_downsample={mask_downsample}")
+        raise ConfigError(
+            f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mask_downsample={mask_downsample}"
+        )
     if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
         raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
     if min(width, height) >> (levels - 1) < 1:

@@ -200,7 +200,9 @@ def rows_from_evaluations(
         scores = record["scores"]
         variant = record.get("method", "?")
         label = name if name == variant else f"{name} ({variant})"
-        scored = record.get("dataset") if isinstance(record.get("dataset"), dict) else {}
+        scored = record.get("dataset")
+        if not isinstance(scored, dict):
+            scored = {}
         rows.append(
             MethodRow(
                 name=label,
