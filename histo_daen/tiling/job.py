@@ -40,7 +40,7 @@ from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
 from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
-from histo_daen.resources import require_workers
+from histo_daen.resources import require_disk, require_workers
 from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
 from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, warm_up_workers, write_tile
@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 TILES_FOLDER = "tiles"
 _PICTURE_SIDE = 1024  # thumbnail.png and tiles.png are at most this big
+# File bytes per tile pixel: H&E texture barely compresses losslessly (2.7 measured for PNG), JPEG at 90 about 0.5.
+_TILE_FILE_BYTES_PER_PIXEL = {"png": 3.0, "jpeg": 0.75}
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,12 @@ def _tile_into(
     n_skipped = len(records)
     if n_skipped:
         logger.info("%s: resuming, %d of %d tiles already written", slide.path.name, n_skipped, len(grid.tiles))
+    require_disk(
+        len(todo) * config.tile_size**2 * _TILE_FILE_BYTES_PER_PIXEL[config.format],
+        output,
+        what=f"{slide.path.name}: {len(todo):,} {config.format.upper()} tiles of {config.tile_size} px",
+        hint="Raise --target-mpp or --min-tissue, or choose an --output with more room.",
+    )
     _write_tiles(slide, grid, writer, todo, records, journal_path, workers, progress, progress_label)
     _finish(slide, grid, config, partial_dir, header, writer, records)
     if final.exists():  # --overwrite of a complete output: swap, then delete the old one
