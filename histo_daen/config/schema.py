@@ -56,7 +56,11 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open: 
     if not (above_low and value <= high):
         bracket = "(" if low_open else "["
         suffix = f" {unit}" if unit else ""
-        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}]{suffix}, got {value:g}")
+        raise ValueError(f"{name} must be in {bracket}{_number(low)}, {_number(high)}]{suffix}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
