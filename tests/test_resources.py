@@ -70,7 +70,7 @@ def test_disk_estimates_are_checked_against_the_nearest_existing_folder(tmp_path
     require_disk(1024, tmp_path / "not" / "yet", what="tiles", hint="Fewer.")
     with pytest.raises(
         ResourceLimitError,
-        match=rf"tiles needs about 1024\.0 PiB of disk, more than the .* free in {tmp_path}\. Fewer\.$",
+        match=rf"tiles needs about 1\.0 EiB of disk, more than the .* free in {tmp_path}\. Fewer\.$",
     ):
         require_disk(2.0**60, tmp_path / "not" / "yet", what="tiles", hint="Fewer.")
 
