@@ -20,6 +20,13 @@ the precision question:
     python benchmarks/bench_models.py --sizes 224 448 --variants seam daen cm sm cam --device cuda --repeats 5
     python benchmarks/bench_models.py --backbones resnet50 --modes fp32 channels_last bf16 channels_last+bf16
 
+timm backbones (``timm:<name>``, random weights: the cost does not depend on them) against ResNet-50: the
+``t/r50``, ``cpu/r50`` and ``mem/r50`` columns divide by ``resnet50`` with the same variant, size, pass and mode,
+measured in the same run (the baseline is added when missing, and measured first):
+
+    python benchmarks/bench_models.py --backbones resnet50 timm:resnet50 timm:vit_base_patch16_224 \
+        timm:vit_large_patch16_224 --variants daen --passes forward --batch 4
+
 Nothing here is asserted; the printout is the result.
 """
 
@@ -34,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MODES = ("fp32", "channels_last", "bf16", "channels_last+bf16")
+BASELINE = "resnet50"  # what timm backbones are compared with (t/r50, mem/r50)
 PASSES = ("forward", "train")
 
 
@@ -85,7 +93,9 @@ def _measure(case: Case) -> Measurement:
         torch.set_num_threads(case.threads)
     torch.manual_seed(0)
     device = torch.device(case.device)
-    model = build_model(variant=case.variant, backbone=case.backbone, width=case.width).to(device)
+    # input_size: a ViT's position-embedding grid (the built-in backbones take any size regardless).
+    model = build_model(variant=case.variant, backbone=case.backbone, width=case.width, input_size=case.size)
+    model = model.to(device)
     x = torch.rand(case.batch, 3, case.size, case.size, device=device)
     if "channels_last" in case.mode:
         model = model.to(memory_format=torch.channels_last)
@@ -142,7 +152,7 @@ def _run_isolated(case: Case) -> Measurement:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=["resnet38", "resnet50"])
+    parser.add_argument("--backbones", nargs="+", default=["resnet38", "resnet50"], help="also timm:<name>")
     parser.add_argument("--variants", nargs="+", default=["seam", "daen", "cam"], help="seam is always added")
     parser.add_argument("--sizes", nargs="+", type=int, default=[224], help="input side in pixels")
     parser.add_argument("--batch", type=int, default=8)
@@ -177,9 +187,14 @@ def main() -> None:
     )
     header = f"{'backbone':<9} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
     header += f"{'cpu s':>7} {'peak MiB':>8} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
+    header += f" {'t/r50':>6} {'cpu/r50':>7} {'mem/r50':>7}"
     print(header)
     rows: list[Measurement] = []
-    for backbone in args.backbones:
+    backbones = list(args.backbones)
+    if any(b.startswith("timm:") for b in backbones):  # the baseline first, so every row can divide by it
+        backbones = [BASELINE, *(b for b in backbones if b != BASELINE)]
+    baseline: dict[Case, list[Measurement]] = {}
+    for backbone in backbones:
         for size in args.sizes:
             for pass_name in args.passes:
                 combo: dict[Case, list[Measurement]] = {}
@@ -191,8 +206,18 @@ def main() -> None:
                                 warmup, args.repeats, args.threads,
                             )  # fmt: skip
                             combo.setdefault(case, []).append(_run_isolated(case))
+                if backbone == BASELINE:
+                    baseline.update(combo)
                 for case, results in combo.items():
                     rows.extend(results)
+                    base = baseline.get(_same_but(case, backbone=BASELINE, width=1.0))
+                    base_ratios = "     -       -       -"
+                    if base is not None:
+                        pairs_base = list(zip(results, base, strict=True))
+                        t_base = statistics.median(r.seconds / b.seconds for r, b in pairs_base)
+                        cpu_base = statistics.median(r.cpu_seconds / b.cpu_seconds for r, b in pairs_base)
+                        mem_base = statistics.median(r.peak_mib / max(b.peak_mib, 1e-9) for r, b in pairs_base)
+                        base_ratios = f"{t_base:6.2f} {cpu_base:7.2f} {mem_base:7.2f}"
                     seam = combo[_same_but(case, variant="seam")]
                     fp32 = combo.get(_same_but(case, mode="fp32"))
                     pairs = list(zip(results, seam, strict=True))
@@ -208,7 +233,7 @@ def main() -> None:
                         f"{backbone:<9} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} {seconds:8.2f} "
                         f"{args.batch / seconds:6.2f} {statistics.median(r.cpu_seconds for r in results):7.1f} "
                         f"{statistics.median(r.peak_mib for r in results):8.0f} {time_ratio:6.3f} {cpu_ratio:8.3f} "
-                        f"{mem_ratio:8.3f} {mode_ratio:>6}",
+                        f"{mem_ratio:8.3f} {mode_ratio:>6} {base_ratios}",
                         flush=True,
                     )
     if args.output is not None:
