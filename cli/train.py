@@ -104,11 +104,11 @@ def train_command(
     \b
     Examples:
       histo-daen synth-dataset -o LUAD-synth/
-      histo-daen train --config configs/demo.yaml --data-root LUAD-synth/ -o runs/demo
+      histo-daen train --config demo --data-root LUAD-synth/ -o runs/demo
       histo-daen train --dataset luad --data-root LUAD-HistoSeg/ --variant daen \\
           --pretrained ilsvrc-cls_rna-a1_cls1000_ep-0001.params -o runs/daen
-      histo-daen train --config configs/luad_daen.yaml --data-root LUAD-HistoSeg/ -o runs/daen --resume
-      torchrun --nproc_per_node=4 "$(which histo-daen)" train --config configs/luad_daen.yaml \\
+      histo-daen train --config luad_daen --data-root LUAD-HistoSeg/ -o runs/daen --resume
+      torchrun --nproc_per_node=4 "$(which histo-daen)" train --config luad_daen \\
           --data-root LUAD-HistoSeg/ --pretrained weights.params -o runs/daen
     """
     from tqdm.contrib.logging import logging_redirect_tqdm

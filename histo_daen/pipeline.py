@@ -22,7 +22,6 @@ process writes only its own slides' folders, and ``summary.csv`` is rebuilt from
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ from histo_daen.classes import ClassSet, class_set_for
 from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import diff_configs, dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
+from histo_daen.digest import file_sha256
 from histo_daen.errors import ConfigError, HistoDaenError, OutputExistsError
 from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
 from histo_daen.export.overlay import write_overview
@@ -75,7 +75,6 @@ _MAP_SETTINGS = (
     "slide_mpp",
     "inference",
 )
-_HASH_BLOCK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -135,18 +134,10 @@ def output_folder_names(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_provenance(checkpoint: Path, loaded: LoadedModel) -> dict[str, Any]:
     return {
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": _file_sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "model_config": to_plain_dict(loaded.model_config),
         "classes": list(loaded.classes),
         "epoch": int(loaded.state.get("epoch", 0)),

@@ -13,6 +13,7 @@ from typing import Any, Literal
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DemoConfig",
     "EvaluateConfig",
     "ImportConfig",
     "InferenceConfig",
@@ -397,3 +398,30 @@ class ImportConfig:
     classes: str | None = None  # required: a class-set name (luad, bcss) or NAME,NAME,... in fc8 order (no background)
     variant: Literal["auto", "seam", "cam"] = "auto"  # auto: seam for SEAM files (PCM kept), cam for MLPS files
     input_normalisation: Literal["auto", "imagenet", "none"] = "auto"  # auto: SEAM imagenet, MLPS none (as trained)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``histo-daen demo``: how big the built-in demo's slide, data and training are.
+
+    The defaults fit ``make demo`` in about 15 minutes on 2 CPU cores; tests shrink every size through the same
+    fields (``slide_size=[1536,1024] n_train=16 ...``).
+    """
+
+    slide_size: tuple[int, int] = (4096, 3072)  # the synthetic slide's level-0 width x height in pixels (0.5 um/px)
+    n_train: int = 320  # patches of the synthetic LUAD-HistoSeg dataset per split
+    n_val: int = 48
+    n_test: int = 48
+    dataset_seed: int = 1
+    variants: tuple[str, ...] = ("daen", "seam")  # trained, evaluated, compared; the best on val segments the slides
+    train_config: str = "demo"  # the training recipe: a shipped config's name or a YAML file
+    train_overrides: tuple[str, ...] = ()  # section.key=value on top of train_config, e.g. optim.max_steps=2
+    segment_overrides: tuple[str, ...] = ()  # key=value on top of the segment defaults, e.g. chunk_size=64
+
+    def __post_init__(self) -> None:
+        if min(self.slide_size) < 256:
+            raise ValueError(f"slide_size must be at least 256 x 256 pixels, got {list(self.slide_size)}")
+        if self.n_train < 1 or self.n_val < 1 or self.n_test < 1:
+            raise ValueError("n_train, n_val and n_test must be at least 1")
+        if not self.variants:
+            raise ValueError("variants must name at least one method")

@@ -45,12 +45,14 @@ from histo_daen.data.synthetic_tissue import (
     smooth_noise,
 )
 from histo_daen.errors import PathError
+from histo_daen.slide import open_slide
 
 __all__ = [
     "SlideKind",
     "SyntheticSlide",
     "TissueLayout",
     "map_palette",
+    "read_synthetic_slide",
     "truncated_copy",
     "write_synthetic_slide",
 ]
@@ -572,6 +574,33 @@ def _write_ground_truth(
     info_path = path.with_name(path.stem + ".mask.json")
     atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     return mask_path, info_path
+
+
+def read_synthetic_slide(path: str | os.PathLike[str]) -> SyntheticSlide:
+    """A synthetic slide written earlier, with its ground truth: what :func:`write_synthetic_slide` returned.
+
+    Raises:
+        PathError: the ground truth (``<stem>.mask.json`` / ``.mask.png``) is missing or unreadable.
+        SlideError: the slide itself cannot be opened (e.g. a write that was killed).
+    """
+    source = Path(path)
+    info_path = source.with_name(source.stem + ".mask.json")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        mask_path = source.with_name(str(info["mask"]))
+        size_wh = (int(info["level0_size_wh"][0]), int(info["level0_size_wh"][1]))
+        mpp, downsample = float(info["mpp"]), int(info["downsample"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise PathError(info_path, f"is not a readable ground-truth record ({err})", "Write the slide again.") from err
+    if not mask_path.is_file():
+        raise PathError(mask_path, "is missing (the slide's ground truth)", "Write the slide again.")
+    with open_slide(source) as slide:
+        slide.identity()  # reads the file's header and last bytes: a cut file fails here
+        levels, has_mpp = slide.level_count, slide.mpp_source == "metadata"
+        if tuple(slide.dimensions) != size_wh:
+            raise PathError(source, f"is {slide.dimensions}, its ground truth is for {size_wh}", "Write it again.")
+    kind: SlideKind = "svs" if source.suffix.lower() == ".svs" else "tiff"
+    return SyntheticSlide(source, mask_path, info_path, size_wh, mpp, levels, downsample, kind, has_mpp)
 
 
 def truncated_copy(

@@ -54,11 +54,9 @@ with these weights; MXNet's own default is 1e-3).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +69,13 @@ from torch import nn
 from histo_daen.classes import class_set, class_set_names
 from histo_daen.config.load import config_from_mapping
 from histo_daen.config.schema import ModelConfig
+from histo_daen.digest import file_sha256
 from histo_daen.errors import ConfigError, OutputExistsError, WeightsError
 from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD
 from histo_daen.models.checkpoint import checkpoint_state, save_checkpoint, strip_wrapper_prefixes
 from histo_daen.models.mxnet_params import is_mxnet_params, read_mxnet_params
 from histo_daen.models.registry import build_model
+from histo_daen.models.safe_load import TorchFile, require_file, safe_torch_load
 from histo_daen.models.timm_backbone import TimmBackbone
 
 __all__ = [
@@ -122,6 +122,7 @@ _SUPPORTED = (
     "Pass the MXNet ilsvrc-cls_rna-a1_cls1000_ep-0001.params, a ResNet38 state dict in SEAM's key layout, "
     "a SEAM or MLPS stage-1 checkpoint, a torchvision ResNet-18/50 state dict, or a histo-daen checkpoint."
 )
+_WEIGHTS_FILE = TorchFile(noun="weights file", error=WeightsError, expected=_SUPPORTED)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,36 +178,6 @@ def mxnet_to_seam_key(name: str) -> str | None:
     if match:
         return f"bn7.{_SEAM_BN_PARAMS[match['param']]}"
     raise KeyError(name)
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        with warnings.catch_warnings():
-            # Pickles from other tools trigger a protocol warning just before the refusal reported below.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise
-    except Exception as err:
-        # torch.load surfaces a damaged or foreign file as any of a dozen builtin errors (a random binary gives
-        # an IndexError, a text file a KeyError); every one means the same thing to the user.
-        message = str(err)
-        # Only a named global is a real refusal; random bytes also fail inside the weights-only unpickler
-        # ("Unsupported operand"), and that is a damaged file, not an unsafe one.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if refused:
-            raise WeightsError(
-                path,
-                f"holds Python objects ({refused[1]}) that safe loading (torch.load with weights_only=True) refuses, "
-                "not only tensors",
-                "Re-save just the state dict where the file was made: torch.save(model.state_dict(), 'weights.pth').",
-            ) from err
-        first_line = message.splitlines()[0][:160] if message else "no details"
-        raise WeightsError(
-            path,
-            f"is not a readable PyTorch weights file, or it is truncated ({type(err).__name__}: {first_line})",
-            _SUPPORTED,
-        ) from err
 
 
 def _unwrap_state_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
@@ -267,10 +238,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
             a histo-daen checkpoint, or holds weights of no supported network.
     """
     source = Path(path)
-    if not source.exists():
-        raise WeightsError(source, "does not exist", "Check the path to the weights file (nothing is downloaded).")
-    if source.is_dir():
-        raise WeightsError(source, "is a folder, not a weights file", _SUPPORTED)
+    require_file(source, _WEIGHTS_FILE)
     if is_mxnet_params(source) or source.suffix == ".params":
         arrays = read_mxnet_params(source)
         tensors: dict[str, torch.Tensor] = {}
@@ -290,7 +258,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
                 source, f"is an MXNet file without ResNet38 parameters (names {_listing(list(arrays))})", _SUPPORTED
             )
         return WeightsFile(source, "mxnet", tensors, "ResNet38", tuple(dropped), tuple(unrecognised))
-    tensors = _unwrap_state_dict(source, _torch_load(source))
+    tensors = _unwrap_state_dict(source, safe_torch_load(source, _WEIGHTS_FILE))
     kind, family = _classify(source, tensors)
     return WeightsFile(source, kind, tensors, family)
 
@@ -415,10 +383,7 @@ _TRANSFORMERS_KEYS = ("embeddings.patch_embeddings.projection.weight", "vit.embe
 
 def _read_timm_tensors(path: Path) -> dict[str, torch.Tensor]:
     """``{key: tensor}`` of a local timm weights file: safetensors, or a state dict read with weights_only=True."""
-    if not path.exists():
-        raise WeightsError(path, "does not exist", "Check the path to the weights file (nothing is downloaded).")
-    if path.is_dir():
-        raise WeightsError(path, "is a folder, not a weights file", "Pass the .safetensors, .bin or .pth file in it.")
+    require_file(path, _WEIGHTS_FILE)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -429,7 +394,7 @@ def _read_timm_tensors(path: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(path, f"is not a readable safetensors file ({err})", "The file is damaged.") from err
         tensors = strip_wrapper_prefixes(tensors)
     else:
-        tensors = _unwrap_state_dict(path, _torch_load(path))
+        tensors = _unwrap_state_dict(path, safe_torch_load(path, _WEIGHTS_FILE))
     if tensors and all(key.startswith("encoder.") for key in tensors):
         tensors = {key.removeprefix("encoder."): value for key, value in tensors.items()}  # one of our checkpoints
     if any(marker in key for key in tensors for marker in _TRANSFORMERS_KEYS):
@@ -708,14 +673,6 @@ def _class_names(classes: str | Sequence[str]) -> tuple[tuple[str, ...], str | N
     return names, None
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_reference_checkpoint(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -826,7 +783,7 @@ def import_reference_checkpoint(
             "description": weights.description,
             "file": path.name,
             "path": str(path.resolve()),
-            "sha256": _file_digest(path),
+            "sha256": file_sha256(path),
             "tensors_loaded": len(report.loaded),
             "not_carried_over": list(report.ignored_layers),
         },
