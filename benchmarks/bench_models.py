@@ -4,7 +4,8 @@ For each backbone x input size x pass (``forward``: eval mode under ``inference_
 forward + backward of ``logits.sum() + cams_refined.mean()``) x precision mode, every variant runs in a fresh
 process (so peak memory is its own): ``--warmup`` untimed calls, then ``--repeats`` timed calls (median wall
 time and process CPU time per batch), and the peak memory of the pass (CPU: peak RSS, reset after building the
-model, minus the RSS before the first call; CUDA: ``max_memory_allocated`` minus the allocation before it). With
+model, minus the RSS before the first call; CUDA: ``max_memory_allocated`` minus the allocation before it), beside
+the model's own weights (``wts MiB``, held before the pass). With
 ``--rounds`` > 1 the variants are measured in turn, round after round, and each round's ratio against ``seam``
 (measured minutes apart at most) is kept; the table shows medians. Ratios divide by ``seam`` with the same
 backbone, size, mode and pass, so the cost of the CSM (``daen`` / ``seam``) is a number; ``t/fp32`` divides by the
@@ -66,6 +67,7 @@ class Measurement:
     seconds: float  # median wall time per call
     cpu_seconds: float  # median process CPU time per call (all threads)
     peak_mib: float  # peak memory of the pass above what was held before it
+    weights_mib: float  # parameters and buffers of the model (float32), held before the pass
 
 
 def _status_mib(field: str) -> float:
@@ -139,8 +141,13 @@ def _measure(case: Case) -> Measurement:
         peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
     else:
         peak = _status_mib("VmHWM") - before
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
     return Measurement(
-        case=case, seconds=statistics.median(times), cpu_seconds=statistics.median(cpu_times), peak_mib=peak
+        case=case,
+        seconds=statistics.median(times),
+        cpu_seconds=statistics.median(cpu_times),
+        peak_mib=peak,
+        weights_mib=weights,
     )
 
 
@@ -185,8 +192,11 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device}, {threads} CPU threads, batch {args.batch}, "
         f"width {args.width}, warmup {warmup}, repeats {args.repeats}, rounds {args.rounds}, load average {load}"
     )
-    header = f"{'backbone':<9} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
-    header += f"{'cpu s':>7} {'peak MiB':>8} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
+    name_width = max(9, *(len(b) for b in args.backbones))
+    header = (
+        f"{'backbone':<{name_width}} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
+    )
+    header += f"{'cpu s':>7} {'peak MiB':>8} {'wts MiB':>7} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
     header += f" {'t/r50':>6} {'cpu/r50':>7} {'mem/r50':>7}"
     print(header)
     rows: list[Measurement] = []
@@ -230,9 +240,11 @@ def main() -> None:
                         mode_ratio = f"{statistics.median(per_round):.2f}"
                     seconds = statistics.median(r.seconds for r in results)
                     print(
-                        f"{backbone:<9} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} {seconds:8.2f} "
+                        f"{backbone:<{name_width}} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} "
+                        f"{seconds:8.2f} "
                         f"{args.batch / seconds:6.2f} {statistics.median(r.cpu_seconds for r in results):7.1f} "
-                        f"{statistics.median(r.peak_mib for r in results):8.0f} {time_ratio:6.3f} {cpu_ratio:8.3f} "
+                        f"{statistics.median(r.peak_mib for r in results):8.0f} {results[0].weights_mib:7.0f} "
+                        f"{time_ratio:6.3f} {cpu_ratio:8.3f} "
                         f"{mem_ratio:8.3f} {mode_ratio:>6} {base_ratios}",
                         flush=True,
                     )
