@@ -1,8 +1,9 @@
 """The ``histo-daen`` command line: a click group whose commands load lazily, so ``--help`` is instant.
 
-Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it); 2 usage error (click); 3 a cohort
-command finished but some inputs failed (each reported on its own ``Error:`` line); 130 / 143 interrupted by
-Ctrl-C (SIGINT) / SIGTERM, after the command's workers were stopped and its outputs left resumable.
+Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it; also a cohort command's only input
+failing); 2 usage error (click); 3 a cohort command finished but some of its inputs failed (each reported on its
+own ``Error:`` line); 130 / 143 interrupted by Ctrl-C (SIGINT) / SIGTERM, after the command's workers were stopped
+and its outputs left resumable. Commands parse options, call one job of :mod:`histo_daen.jobs` and echo its result.
 """
 
 from __future__ import annotations

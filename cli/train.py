@@ -13,6 +13,13 @@ from histo_daen.config.schema import BackboneName, Variant
 __all__ = ["train_command"]
 
 
+def _backbone(value: str | None) -> str | None:
+    """A built-in backbone name or ``timm:<name>`` (the library checks that timm has the model)."""
+    if value is None or value in get_args(BackboneName) or (value.startswith("timm:") and len(value) > len("timm:")):
+        return value
+    raise click.BadParameter(f"{value!r} is none of {', '.join(get_args(BackboneName))}, nor timm:<name>")
+
+
 @click.command("train")
 @click.option(
     "-o",
@@ -34,12 +41,19 @@ __all__ = ["train_command"]
     help="Dataset folder (holding train/, val/, test/).",
 )
 @click.option("--variant", type=click.Choice(get_args(Variant)), default=None, help="Network. [default: daen]")
-@click.option("--backbone", type=click.Choice(get_args(BackboneName)), default=None, help="[default: resnet38]")
+@click.option(
+    "--backbone",
+    callback=lambda _ctx, _param, value: _backbone(value),
+    default=None,
+    help=f"{', '.join(get_args(BackboneName))}, or timm:<name> for a timm model (e.g. timm:vit_large_patch16_224 for "
+    "UNI; timm.list_models() names them). [default: resnet38]",
+)
 @click.option(
     "--pretrained",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Local ImageNet weights for the backbone (.params or .pth). Without it the backbone starts random.",
+    help="Local weights for the backbone: .params or .pth; for timm backbones a timm state dict (.safetensors, "
+    ".bin, .pth). Nothing is downloaded. Without it the backbone starts random.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
 @click.option(
@@ -101,8 +115,7 @@ def train_command(
 
     from histo_daen.config import load_config
     from histo_daen.config.schema import TrainConfig
-    from histo_daen.training.distributed import is_main_process
-    from histo_daen.training.loop import train
+    from histo_daen.jobs.train import run_training
 
     cli_options = {
         "data": {"dataset": dataset, "root": data_root, "workers": workers},
@@ -115,9 +128,10 @@ def train_command(
     if overrides:
         cfg = load_config(TrainConfig, base=cfg, overrides=list(overrides))
     with logging_redirect_tqdm():
-        result = train(cfg, output_dir=output, device=device, resume=resume, overwrite=overwrite, progress=True)
-    if not is_main_process():
+        run = run_training(cfg, output, device=device, resume=resume, overwrite=overwrite, progress=True)
+    if not run.reports:  # under torchrun, rank 0 prints the result
         return
+    result = run.result
     loss = result.losses.get("loss")
     loss_text = f", loss {loss:.4f}" if loss is not None else ""
     click.echo(

@@ -94,7 +94,7 @@ class TileConfig:
 
 
 Variant = Literal["daen", "seam", "cm", "sm", "cam", "histosegnet"]
-BackboneName = Literal["resnet38", "resnet18", "resnet50"]
+BackboneName = Literal["resnet38", "resnet18", "resnet50"]  # built in; also "timm:<timm model name>"
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class ModelConfig:
     """
 
     variant: Variant = "daen"
-    backbone: BackboneName = "resnet38"
+    backbone: str = "resnet38"  # resnet38 | resnet18 | resnet50 | timm:<name>, e.g. timm:vit_large_patch16_224
     num_classes: int = 4  # foreground tissue classes (LUAD: TE, NEC, LYM, TAS)
     class_set: str = "luad"  # names and colours: histo_daen.classes.class_set(class_set)
     width: float = 1.0  # channel multiplier of the backbone; < 1 gives test-sized models through the same code
@@ -114,7 +114,10 @@ class ModelConfig:
     attention_reduction: int = 16  # CSM channel-attention MLP ratio (reference code: 16)
     spatial_kernel: Literal[3, 7] = 7  # CSM spatial-attention conv size
     spatial_pooling: Literal["concat", "sum"] = "concat"  # concat: reference code (CBAM); sum: the paper's formula
-    input_normalisation: Literal["imagenet", "none"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_normalisation: Literal["imagenet", "none", "custom"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_mean: tuple[float, float, float] | None = None  # RGB mean in [0, 1] for "custom" (the weights' own)
+    input_std: tuple[float, float, float] | None = None  # RGB std for "custom"
+    timm_args: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (timm backbones)
     input_mpp: float = 1.0  # microns per pixel of the patches the model was trained on (slide inference reads at it)
     input_size: int = 224  # patch side in pixels at input_mpp
     # Reference behaviour (SEAM/DAEN code) vs alternatives; docs in histo_daen/models/cam_net.py.
@@ -132,6 +135,13 @@ class ModelConfig:
         _check_range("input_mpp", self.input_mpp, *MPP_RANGE, unit="um/px")
         _check_range("input_size", self.input_size, 16, MAX_TILE_SIZE, unit="pixels")
         _check_range("attention_reduction", self.attention_reduction, 1, 1024)
+        if self.input_normalisation == "custom":
+            if self.input_mean is None or self.input_std is None:
+                raise ValueError("input_normalisation 'custom' needs input_mean and input_std (RGB, in [0, 1] units)")
+            if min(self.input_std) <= 0:
+                raise ValueError(f"input_std must be positive, got {list(self.input_std)}")
+        elif self.input_mean is not None or self.input_std is not None:
+            raise ValueError("input_mean / input_std are used only with input_normalisation 'custom'")
 
 
 # Input rescale factors of test-time views: SEAM's largest is 2; 4 already makes a 224-px patch a 896-px input

@@ -20,7 +20,7 @@ from histo_daen.config.schema import TileConfig
 from histo_daen.data.synthetic_dataset import write_synthetic_luad
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.models.checkpoint import load_model
-from histo_daen.tiling.job import tile_slide
+from histo_daen.tiling.folder import tile_slide
 from histo_daen.training import loop
 from histo_daen.training.objective import LossTerms
 
