@@ -135,7 +135,7 @@ def test_divergence_after_a_checkpoint_keeps_the_last_good_one(
 @pytest.fixture(scope="module")
 def tiled(tiny_slide: SyntheticSlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("bad_train_tiles") / "tiles"
-    tile_slide(tiny_slide.path, output, TileConfig(target_mpp=2.0, tile_size=64), workers=0)
+    tile_slide(tiny_slide.path, output / "tiny", TileConfig(target_mpp=2.0, tile_size=64), workers=0)
     return output
 
 
