@@ -132,7 +132,6 @@ def _reuse_record(header: Mapping[str, Any]) -> dict[str, Any]:
     return {key: header.get(key) for key in ("format_version", "parameters", "slide")}
 
 
-
 def _stale_temporaries(folder: Path) -> None:
     """Remove the ``.tmp-*`` files a killed job left (atomic writes that never finished)."""
     if folder.is_dir():
