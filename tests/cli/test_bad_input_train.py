@@ -52,11 +52,11 @@ def _train(invoke: Callable[..., Any], dataset: Path, output: Path, *extra: str)
     ("given", "message"),
     [
         (["--lr", "nan"], "Error: options: optim: lr must be a finite number, got nan"),
-        (["optim.lr=nan"], "Error: overrides: optim: lr must be a finite number, got nan"),
-        (["optim.lr=.inf"], "Error: overrides: optim: lr must be a finite number, got inf"),
+        (["optim.lr=nan"], "Error: options: optim: lr must be a finite number, got nan"),
+        (["optim.lr=.inf"], "Error: options: optim: lr must be a finite number, got inf"),
         (["--lr", "100"], "Error: options: optim: lr must be in (0, 10], got 100"),
-        (["optim.momentum=1.5"], "Error: overrides: optim: momentum must be in [0, 0.999], got 1.5"),
-        (["loss.rvmin_weight=nan"], "Error: overrides: loss: rvmin_weight must be a finite number, got nan"),
+        (["optim.momentum=1.5"], "Error: options: optim: momentum must be in [0, 0.999], got 1.5"),
+        (["loss.rvmin_weight=nan"], "Error: options: loss: rvmin_weight must be a finite number, got nan"),
         (["--seed", "-1"], "Error: options: seed must be in [0, 4294967295], got -1"),
     ],
 )

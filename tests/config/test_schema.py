@@ -57,11 +57,11 @@ def test_no_float_field_accepts_nan_or_inf(section: type, name: str, value: obje
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optim.lr=.nan"], "overrides: optim: lr must be a finite number, got nan"),
-        (["optim.lr=20"], r"overrides: optim: lr must be in \(0, 10\], got 20"),
-        (["data.input_scale=100"], r"overrides: data: input_scale must be in \[0.1, 8\], got 100"),
-        (["model.input_size=100000"], r"overrides: model: input_size must be in \[16, 8192\] pixels, got 100000"),
-        (["seed=-3"], r"overrides: seed must be in \[0, 4294967295\], got -3"),
+        (["optim.lr=.nan"], "options: optim: lr must be a finite number, got nan"),
+        (["optim.lr=20"], r"options: optim: lr must be in \(0, 10\], got 20"),
+        (["data.input_scale=100"], r"options: data: input_scale must be in \[0.1, 8\], got 100"),
+        (["model.input_size=100000"], r"options: model: input_size must be in \[16, 8192\] pixels, got 100000"),
+        (["seed=-3"], r"options: seed must be in \[0, 4294967295\], got -3"),
     ],
 )
 def test_key_value_overrides_get_the_same_checks(overrides: list[str], message: str) -> None:
