@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
+from typing import Any
 
 import click
-from histo_daen.cli import EXIT_SOME_FAILED, options
+from histo_daen.cli import options
+
+from histo_daen.config.schema import SegmentConfig
 
 __all__ = ["segment_command"]
 
-# KEY=VALUE config overrides mixed in with the slides: a dotted or plain config key, '=', a value.
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
-
-def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide."""
-    slides: list[str] = []
-    overrides: list[str] = []
-    for item in inputs:
-        (overrides if _OVERRIDE.match(item) and not os.path.exists(item) else slides).append(item)
-    return slides, overrides
-
-
+@options.config_command(SegmentConfig)
 @click.command("segment")
 @click.argument("inputs", nargs=-1, required=True, metavar="SLIDE... [KEY=VALUE]...")
 @click.option(
@@ -32,31 +22,20 @@ def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A histo-daen checkpoint, e.g. runs/daen/last.pt; tiles are read at the resolution it was trained at.",
 )
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder: <slide>/{map.zarr, map.geojson, overview.png, summary.json}, summary.csv; created.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass. [default: 16]")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Tile-reading threads, each with its own slide handle (0: read between batches). [default: 2]",
-)
-@click.option(
+@options.output("Output folder: <slide>/{map.zarr, map.geojson, overview.png, summary.json}, summary.csv; created.")
+@options.setting("--batch-size", key="batch_size", type=click.IntRange(min=1), help="Tiles per forward pass.")
+@options.workers("Tile-reading threads, each with its own slide handle (0: read between batches).", key="workers")
+@options.setting(
     "--object-type",
+    key="geojson_object_type",
     type=click.Choice(["annotation", "detection"]),
-    default=None,
-    help="QuPath objects: one locked annotation per class, or one detection per region. [default: annotation]",
+    help="QuPath objects: one locked annotation per class, or one detection per region.",
 )
-@click.option(
+@options.setting(
     "--ngff-version",
+    key="ngff_version",
     type=click.Choice(["0.4", "0.5"]),
-    default=None,
-    help="OME-Zarr version: 0.4 (Zarr v2, read by QuPath 0.6+ and most viewers) or 0.5 (Zarr v3). [default: 0.4]",
+    help="OME-Zarr version: 0.4 (Zarr v2, read by QuPath 0.6+ and most viewers) or 0.5 (Zarr v3).",
 )
 @options.shard()
 @options.slide_mpp()
@@ -68,16 +47,11 @@ def segment_command(
     inputs: tuple[str, ...],
     checkpoint: Path,
     output: Path,
-    batch_size: int | None,
-    workers: int | None,
-    object_type: str | None,
-    ngff_version: str | None,
     shard: str | None,
-    slide_mpp: float | None,
-    backend: str | None,
     device: str,
     config_path: Path | None,
     overwrite: bool,
+    **settings: Any,
 ) -> None:
     """Segment whole slides into tissue maps (TE, NEC, LYM, TAS) with a trained checkpoint.
 
@@ -95,60 +69,42 @@ def segment_command(
       torchrun --nproc_per_node=4 --no-python histo-daen segment cohort/ --checkpoint last.pt -o maps/
       histo-daen segment slide.tiff --slide-mpp 0.25 --checkpoint last.pt -o maps/ inference.flip=true
     """
+    from histo_daen.cli.cohort_report import echo_failure, echo_line, exit_for, shard_text
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.cohort import parse_shard, shard_from_environment
-    from histo_daen.config import load_config
-    from histo_daen.config.load import parse_overrides
-    from histo_daen.config.schema import SegmentConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.pipeline import segment_slides
+    from histo_daen.jobs.segment import segment_cohort
 
-    slides, overrides = _split_inputs(inputs)
+    slides, overrides = options.split_inputs(inputs)
     if not slides:
         raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
-    options_given = {
-        "batch_size": batch_size,
-        "workers": workers,
-        "geojson_object_type": object_type,
-        "ngff_version": ngff_version,
-        "slide_mpp": slide_mpp,
-        "backend": backend,
-    }
-    base = load_config(SegmentConfig, config_path, overrides=parse_overrides(overrides))
-    cfg = load_config(SegmentConfig, base=base, overrides=options_given)
-    chosen_shard = parse_shard(shard) if shard is not None else shard_from_environment(os.environ)
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
-        resolved = resolve_device(f"cuda:{int(os.environ['LOCAL_RANK'])}")  # one GPU per torchrun process
+    config = options.load_command_config(SegmentConfig, config_path, overrides)
+
+    def report_outcome(outcome: Any) -> None:
+        if outcome.status == "failed":
+            echo_failure(outcome)
+            return
+        summary, stats = outcome.result.summary, outcome.result.stats
+        areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.1f}%" for a in summary.get("areas", []))
+        speed = f", {stats.n_tiles_run} tiles at {stats.tiles_per_second:.1f} tiles/s" if stats is not None else ""
+        state = "done" if outcome.status == "done" else "already done"
+        echo_line(f"{outcome.slide.name}: {state}{speed}; tissue {summary.get('tissue_mm2', 0):.2f} mm² ({areas})")
+        echo_line(f"  -> {outcome.folder}")
+
     with logging_redirect_tqdm():
-        report = segment_slides(
+        report = segment_cohort(
             slides,
             output,
             checkpoint=checkpoint,
-            config=cfg,
-            device=resolved,
-            shard=chosen_shard,
+            config=config,
+            device=device,
+            shard=shard,
             overwrite=overwrite,
             progress=True,
+            on_outcome=report_outcome,
         )
-    for outcome in report.outcomes:
-        if outcome.status == "failed":
-            click.echo(f"Error: {outcome.error}", err=True)
-            continue
-        summary = outcome.summary or {}
-        areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.1f}%" for a in summary.get("areas", []))
-        speed = ""
-        if outcome.stats is not None:
-            speed = f", {outcome.stats.n_tiles_run} tiles at {outcome.stats.tiles_per_second:.1f} tiles/s"
-        state = "done" if outcome.status == "done" else "already done"
-        click.echo(f"{outcome.slide.name}: {state}{speed}; tissue {summary.get('tissue_mm2', 0):.2f} mm² ({areas})")
-        click.echo(f"  -> {outcome.folder}")
     n_failed = len(report.failed)
-    shard_text = f" (shard {chosen_shard})" if chosen_shard is not None else ""
     click.echo(
-        f"{len(report.outcomes)} slide(s){shard_text}: {len(report.outcomes) - n_failed} ok, {n_failed} failed. "
-        f"Areas of every slide: {report.summary_csv}"
+        f"{len(report.outcomes)} slide(s){shard_text(report)}: {len(report.outcomes) - n_failed} ok, {n_failed} "
+        f"failed. Areas of every slide: {report.table}"
     )
-    if n_failed:
-        raise SystemExit(EXIT_SOME_FAILED)
+    exit_for(report)

@@ -10,6 +10,7 @@ import os
 import types
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
@@ -19,16 +20,21 @@ from histo_daen.atomic import atomic_write_text
 from histo_daen.errors import ConfigError
 
 __all__ = [
+    "SHIPPED_CONFIGS",
+    "config_file",
     "config_from_mapping",
     "diff_configs",
     "dump_config",
     "load_config",
     "parse_overrides",
     "read_yaml_mapping",
+    "shipped_configs",
     "to_plain_dict",
 ]
 
 T = TypeVar("T")
+
+SHIPPED_CONFIGS = "histo_daen.configs"  # the package the YAML files of configs/ install into
 
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:
@@ -210,6 +216,47 @@ def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _field_type(cls: type[Any], dotted: str) -> Any:
+    """The annotation of ``section.key`` in the config dataclass ``cls`` (KeyError for an unknown key)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            raise KeyError(dotted)
+        tp = get_type_hints(tp)[part]
+    return tp
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def _find(nested: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = nested
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _flag_values(cls: type[Any], flags: Mapping[str, tuple[str, Any]], overrides: Sequence[str]) -> dict[str, Any]:
+    """The flags given (value not None) as a nested mapping, after refusing any that a KEY=VALUE contradicts."""
+    parsed = parse_overrides(overrides)
+    given: dict[str, Any] = {}
+    for key, (flag, value) in flags.items():
+        if value is None:
+            continue
+        found, override = _find(parsed, key)
+        if found:
+            tp = _field_type(cls, key)
+            if _coerce(value, tp, key) != _coerce(override, tp, key):
+                text = next(item for item in reversed(overrides) if item.partition("=")[0].strip() == key)
+                raise ConfigError(f"{flag} and {text} set {key} to different values; give one of them")
+        given = _merge(given, _nested(key, value))
+    return given
+
+
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A YAML file's top-level mapping, with errors naming the file."""
     source = Path(path)
@@ -230,34 +277,83 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs installed with the package, by name: ``{"luad_daen": .../luad_daen.yaml, ...}``."""
+    folder = resources.files(SHIPPED_CONFIGS)
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def config_file(reference: str | os.PathLike[str]) -> Path:
+    """A config file by path, or by the name of a shipped config (``"luad_daen"`` or ``"luad_daen.yaml"``).
+
+    An existing file wins over a shipped config of the same name; a name works from any folder and from an
+    installed wheel.
+
+    Raises:
+        ConfigError: neither a file nor a shipped config (the message lists the shipped names).
+    """
+    path = Path(reference)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = str(reference).removesuffix(".yaml")
+    if path.parent == Path(".") and name in shipped:
+        return shipped[name]
+    if path.exists():
+        raise ConfigError(f"{path}: is not a config file (a folder?); pass a YAML file or a shipped config's name")
+    raise ConfigError(
+        f"{reference}: config file not found, and not the name of a shipped config ({', '.join(shipped)})"
+    )
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike[str] | None = None,
     *,
     overrides: Sequence[str] | Mapping[str, Any] = (),
     base: T | Mapping[str, Any] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> T:
-    """The one config loader: defaults <- ``base`` <- YAML file <- overrides, validated strictly.
+    """The one config loader: defaults <- ``base`` <- YAML file <- flags and overrides, validated strictly.
 
     Args:
         cls: the config dataclass.
-        path: optional YAML file; keys must be fields of ``cls`` (nested sections for nested dataclasses).
+        path: optional YAML file, or the name of a shipped config (:func:`config_file`); keys must be fields of
+            ``cls`` (nested sections for nested dataclasses).
         overrides: ``"section.key=value"`` strings (from the command line), or a mapping of CLI options
             where ``None`` means "not given" and is not an override.
         base: a config (or mapping) to start from instead of the defaults.
+        flags: command-line options that set config keys, ``{"section.key": ("--flag 4", value)}``; a None value
+            is "not given". A flag and a ``"section.key=value"`` override of the same key may both be given only
+            when their values agree.
+
+    Raises:
+        ConfigError: a file or key that does not exist, a value of the wrong type or range, or a flag and an
+            override that disagree (``"--batch-size 4 and batch_size=8 set batch_size to different values"``).
     """
     raw: dict[str, Any] = {}
     if base is not None:
         raw = to_plain_dict(base) if dataclasses.is_dataclass(base) else dict(base)  # type: ignore[arg-type]
     source = cls.__name__
     if path is not None:
+        path = config_file(path)
         raw = _merge(raw, read_yaml_mapping(path))
         source = str(path)
     if isinstance(overrides, Mapping):
-        raw = _merge(raw, _drop_none(overrides))
-    elif overrides:
-        raw = _merge(raw, parse_overrides(overrides))
-        source = f"{source} + overrides" if path is not None else "overrides"
+        given = _drop_none(overrides)
+        if given:
+            raw = _merge(raw, given)
+            source = f"{source} + options" if path is not None else "options"
+    elif overrides or flags:
+        strings = list(overrides)
+        raw = _merge(raw, _flag_values(cls, flags or {}, strings))
+        raw = _merge(raw, parse_overrides(strings))
+        # Flags and KEY=VALUE alike: what the command line gave, on top of the file.
+        source = f"{source} + options" if path is not None else "options"
     return config_from_mapping(cls, raw, source)
 
 

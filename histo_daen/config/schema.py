@@ -6,13 +6,15 @@ Field comments give units; closed choices are ``Literal`` so the loader lists th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DemoConfig",
     "EvaluateConfig",
     "ImportConfig",
     "InferenceConfig",
@@ -26,6 +28,39 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "openslide", "tiffslide"]
+
+# Resolutions a setting may name, in microns per pixel: from beyond an oil-immersion scan (0.01) to a whole slide in a
+# few hundred pixels (1000). Outside it the value is a unit mix-up (mm or nm for um), never a real resolution.
+MPP_RANGE = (0.01, 1000.0)
+# Largest side of a tile or model input: 8192 px RGB is 192 MiB per tile; past it no tile or batch fits anywhere.
+MAX_TILE_SIZE = 8192
+
+
+def _check_finite(cfg: Any) -> None:
+    """Every float field (and every float in a tuple field) is finite.
+
+    NaN passes every ``x > 0`` and ``0 <= x <= 1`` written as a negation, and inf every ``x >= 0``: without this
+    check ``lr: .nan`` trains to a NaN checkpoint and ``--slide-mpp inf`` divides by zero. Called first by each
+    ``__post_init__``, so YAML, ``KEY=VALUE``, command-line options and Python callers all get it.
+    """
+    for item in fields(cfg):
+        value = getattr(cfg, item.name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"{item.name} must be a finite number, got {number}")
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False, unit: str = "") -> None:
+    """``low <= value <= high`` (``low < value`` with ``low_open``), else a ValueError naming the field and range."""
+    above_low = value > low if low_open else value >= low
+    if not (above_low and value <= high):
+        bracket = "(" if low_open else "["
+        suffix = f" {unit}" if unit else ""
+        raise ValueError(f"{name} must be in {bracket}{_number(low)}, {_number(high)}]{suffix}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -45,26 +80,21 @@ class TileConfig:
     slide_mpp: float | None = None  # override for slides with no (or an implausible) resolution in their metadata
 
     def __post_init__(self) -> None:
-        if self.target_mpp <= 0:
-            raise ValueError(f"target_mpp must be positive, got {self.target_mpp}")
-        if self.tile_size < 16:
-            raise ValueError(f"tile_size must be at least 16 pixels, got {self.tile_size}")
+        _check_finite(self)
+        _check_range("target_mpp", self.target_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("tile_size", self.tile_size, 16, MAX_TILE_SIZE, unit="pixels")
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap}")
-        if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
-        if self.tissue_mpp <= 0:
-            raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if not 0 <= self.png_compression <= 9:
-            raise ValueError(f"png_compression must be in [0, 9], got {self.png_compression}")
-        if self.slide_mpp is not None and self.slide_mpp <= 0:
-            raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
+        _check_range("min_tissue", self.min_tissue, 0.0, 1.0)
+        _check_range("tissue_mpp", self.tissue_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("jpeg_quality", self.jpeg_quality, 1, 100)
+        _check_range("png_compression", self.png_compression, 0, 9)
+        if self.slide_mpp is not None:
+            _check_range("slide_mpp", self.slide_mpp, *MPP_RANGE, unit="um/px")
 
 
 Variant = Literal["daen", "seam", "cm", "sm", "cam", "histosegnet"]
-BackboneName = Literal["resnet38", "resnet18", "resnet50"]
+BackboneName = Literal["resnet38", "resnet18", "resnet50"]  # built in; also "timm:<timm model name>"
 
 
 @dataclass(frozen=True)
@@ -76,7 +106,7 @@ class ModelConfig:
     """
 
     variant: Variant = "daen"
-    backbone: BackboneName = "resnet38"
+    backbone: str = "resnet38"  # resnet38 | resnet18 | resnet50 | timm:<name>, e.g. timm:vit_large_patch16_224
     num_classes: int = 4  # foreground tissue classes (LUAD: TE, NEC, LYM, TAS)
     class_set: str = "luad"  # names and colours: histo_daen.classes.class_set(class_set)
     width: float = 1.0  # channel multiplier of the backbone; < 1 gives test-sized models through the same code
@@ -84,7 +114,10 @@ class ModelConfig:
     attention_reduction: int = 16  # CSM channel-attention MLP ratio (reference code: 16)
     spatial_kernel: Literal[3, 7] = 7  # CSM spatial-attention conv size
     spatial_pooling: Literal["concat", "sum"] = "concat"  # concat: reference code (CBAM); sum: the paper's formula
-    input_normalisation: Literal["imagenet", "none"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_normalisation: Literal["imagenet", "none", "custom"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_mean: tuple[float, float, float] | None = None  # RGB mean in [0, 1] for "custom" (the weights' own)
+    input_std: tuple[float, float, float] | None = None  # RGB std for "custom"
+    timm_args: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (timm backbones)
     input_mpp: float = 1.0  # microns per pixel of the patches the model was trained on (slide inference reads at it)
     input_size: int = 224  # patch side in pixels at input_mpp
     # Reference behaviour (SEAM/DAEN code) vs alternatives; docs in histo_daen/models/cam_net.py.
@@ -96,15 +129,24 @@ class ModelConfig:
     pcm_output: Literal["replace", "add"] = "replace"  # replace: code (cam_rv); add: paper text (CAM + cam_rv)
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
-        if self.input_mpp <= 0:
-            raise ValueError(f"input_mpp must be positive, got {self.input_mpp}")
-        if self.attention_reduction < 1:
-            raise ValueError(f"attention_reduction must be at least 1, got {self.attention_reduction}")
+        _check_finite(self)
+        _check_range("num_classes", self.num_classes, 1, 1000)
+        _check_range("width", self.width, 0, 4, low_open=True)
+        _check_range("input_mpp", self.input_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("input_size", self.input_size, 16, MAX_TILE_SIZE, unit="pixels")
+        _check_range("attention_reduction", self.attention_reduction, 1, 1024)
+        if self.input_normalisation == "custom":
+            if self.input_mean is None or self.input_std is None:
+                raise ValueError("input_normalisation 'custom' needs input_mean and input_std (RGB, in [0, 1] units)")
+            if min(self.input_std) <= 0:
+                raise ValueError(f"input_std must be positive, got {list(self.input_std)}")
+        elif self.input_mean is not None or self.input_std is not None:
+            raise ValueError("input_mean / input_std are used only with input_normalisation 'custom'")
 
+
+# Input rescale factors of test-time views: SEAM's largest is 2; 4 already makes a 224-px patch a 896-px input
+# (16x the pixels and activations of one view).
+INFERENCE_SCALE_RANGE = (0.1, 4.0)
 
 CamSource = Literal["refined", "raw"]
 CamNormalisation = Literal["per_class", "global"]
@@ -134,16 +176,27 @@ class InferenceConfig:
     white_min_pixels: int = 50  # smaller white components (4-connected) stay tissue
 
     def __post_init__(self) -> None:
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be a non-empty list of positive factors, got {list(self.scales)}")
-        if not 0.0 <= self.label_threshold <= 1.0:
-            raise ValueError(f"label_threshold must be in [0, 1], got {self.label_threshold}")
-        if self.background_alpha is not None and not 0.0 <= self.background_alpha <= 1.0:
-            raise ValueError(f"background_alpha must be in [0, 1] or null, got {self.background_alpha}")
-        if not 0 <= self.white_grey_level <= 255:
-            raise ValueError(f"white_grey_level must be in [0, 255], got {self.white_grey_level}")
-        if self.white_min_pixels < 1:
-            raise ValueError(f"white_min_pixels must be at least 1, got {self.white_min_pixels}")
+        _check_finite(self)
+        low, high = INFERENCE_SCALE_RANGE
+        if not self.scales or not all(low <= s <= high for s in self.scales):
+            raise ValueError(
+                f"scales must be a non-empty list of factors in [{low:g}, {high:g}], got {list(self.scales)}"
+            )
+        _check_range("label_threshold", self.label_threshold, 0.0, 1.0)
+        if self.background_alpha is not None:
+            _check_range("background_alpha", self.background_alpha, 0.0, 1.0)
+        _check_range("white_grey_level", self.white_grey_level, 0, 255)
+        _check_range("white_min_pixels", self.white_min_pixels, 1, 2**31)
+
+
+# Patches or tiles in one forward pass; larger batches fit no accelerator made.
+MAX_BATCH_SIZE = 4096
+
+
+def _check_workers(workers: int) -> None:
+    # Only the sign here: how many workers this machine can run is decided when they start (histo_daen.resources).
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: work in this process), got {workers}")
 
 
 @dataclass(frozen=True)
@@ -159,12 +212,10 @@ class EvaluateConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.n_examples < 0:
-            raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
+        _check_finite(self)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_workers(self.workers)
+        _check_range("n_examples", self.n_examples, 0, 10_000)
 
 
 # --- segment (owned by histo_daen.inference.slide, histo_daen.export and histo_daen.pipeline) ---------------------
@@ -218,30 +269,24 @@ class SegmentConfig:
     inference: InferenceConfig = field(default_factory=_slide_inference)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.overlap is not None and self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0 or null (half the tile), got {self.overlap}")
-        if self.min_region_um2 < 0:
-            raise ValueError(f"min_region_um2 must be >= 0, got {self.min_region_um2}")
-        if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
-        if self.tissue_mpp <= 0:
-            raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
-        if self.map_stride < 1:
-            raise ValueError(f"map_stride must be at least 1, got {self.map_stride}")
-        if self.chunk_size < 16:
-            raise ValueError(f"chunk_size must be at least 16, got {self.chunk_size}")
-        if self.pyramid_levels is not None and self.pyramid_levels < 1:
-            raise ValueError(f"pyramid_levels must be at least 1 or null, got {self.pyramid_levels}")
-        if self.slide_mpp is not None and self.slide_mpp <= 0:
-            raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
-        if self.geojson_simplify < 0 or self.geojson_min_area_um2 < 0:
-            raise ValueError("geojson_simplify and geojson_min_area_um2 must be >= 0")
-        if self.overview_max_side < 64:
-            raise ValueError(f"overview_max_side must be at least 64, got {self.overview_max_side}")
+        _check_finite(self)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_workers(self.workers)
+        if self.overlap is not None:  # None: half the model's tile
+            _check_range("overlap", self.overlap, 0, MAX_TILE_SIZE, unit="pixels")
+        _check_range("min_region_um2", self.min_region_um2, 0.0, 1e8, unit="um²")
+        _check_range("min_tissue", self.min_tissue, 0.0, 1.0)
+        _check_range("tissue_mpp", self.tissue_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("map_stride", self.map_stride, 1, 256)
+        _check_range("chunk_size", self.chunk_size, 16, 16384, unit="pixels")
+        if self.pyramid_levels is not None:
+            _check_range("pyramid_levels", self.pyramid_levels, 1, 32)
+        if self.slide_mpp is not None:
+            _check_range("slide_mpp", self.slide_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("geojson_simplify", self.geojson_simplify, 0.0, 1000.0, unit="map pixels")
+        if self.geojson_min_area_um2 < 0:
+            raise ValueError(f"geojson_min_area_um2 must be >= 0, got {self.geojson_min_area_um2:g}")
+        _check_range("overview_max_side", self.overview_max_side, 64, 16384, unit="pixels")
 
 
 # --- training (owned by histo_daen.training and histo_daen.data) -------------------------------------------------
@@ -260,12 +305,12 @@ class DataConfig:
     workers: int = 2  # data-loader processes per training process (0: load in the training process)
     input_scale: float = 1.0  # resize factor applied to every patch before the model (2.0: 224 patches -> 448)
     validate: bool = True  # check every file of the dataset (names, pairs, PNGs, mask values) before training
+    verify: bool = False  # "tiles" only: also check each labelled tile's size and SHA-256 against its manifest
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if not 0.1 <= self.input_scale <= 8.0:
-            raise ValueError(f"input_scale must be in [0.1, 8], got {self.input_scale}")
+        _check_finite(self)
+        _check_workers(self.workers)
+        _check_range("input_scale", self.input_scale, 0.1, 8.0)
 
 
 @dataclass(frozen=True)
@@ -282,6 +327,7 @@ class AugmentConfig:
     hue: float = 0.1  # fraction of the hue circle, in [0, 0.5]
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if not 0.0 <= self.hed_strength < 1.0:
             raise ValueError(f"hed_strength must be in [0, 1), got {self.hed_strength}")
         for name in ("brightness", "contrast", "saturation"):
@@ -305,6 +351,7 @@ class TwinConfig:
     rotations: bool = False  # also a random multiple of 90 degrees per patch
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if not 0.1 <= self.scale <= 2.0:
             raise ValueError(f"twin scale must be in [0.1, 2], got {self.scale}")
 
@@ -322,6 +369,7 @@ class LossConfig:
     rvmin_fraction: float = 0.25  # fraction of pixels whose foreground maximum rvmin pushes to zero (SEAM: 1/4)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         for name in ("classification_weight", "equivariant_weight", "cross_equivariant_weight", "rvmin_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -350,12 +398,16 @@ class OptimConfig:
     max_steps: int | None = None  # stop (and end the schedule) after this many steps, for short runs
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
-            raise ValueError("momentum, weight_decay and poly_power must be >= 0")
-        if self.batch_size < 1 or self.accumulation_steps < 1 or self.epochs < 1:
-            raise ValueError("batch_size, accumulation_steps and epochs must be at least 1")
+        _check_finite(self)
+        # Above 10 no network trains: the first step already overflows (SEAM: 0.01; new layers get x10).
+        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("new_layer_lr_multiplier", self.new_layer_lr_multiplier, 0.0, 1000.0, low_open=True)
+        _check_range("momentum", self.momentum, 0.0, 0.999)  # 1 and above: the velocity never decays
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("poly_power", self.poly_power, 0.0, 100.0)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_range("accumulation_steps", self.accumulation_steps, 1, MAX_BATCH_SIZE)
+        _check_range("epochs", self.epochs, 1, 1_000_000)
         if self.batch_size % self.accumulation_steps:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by accumulation_steps {self.accumulation_steps}"
@@ -383,6 +435,7 @@ class TrainConfig:
     log_every: int = 10  # optimiser steps between metrics.jsonl lines
 
     def __post_init__(self) -> None:
+        _check_range("seed", self.seed, 0, 2**32 - 1)  # NumPy's seed range
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be at least 1")
 
@@ -397,3 +450,30 @@ class ImportConfig:
     classes: str | None = None  # required: a class-set name (luad, bcss) or NAME,NAME,... in fc8 order (no background)
     variant: Literal["auto", "seam", "cam"] = "auto"  # auto: seam for SEAM files (PCM kept), cam for MLPS files
     input_normalisation: Literal["auto", "imagenet", "none"] = "auto"  # auto: SEAM imagenet, MLPS none (as trained)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``histo-daen demo``: how big the built-in demo's slide, data and training are.
+
+    The defaults fit ``make demo`` in about 15 minutes on 2 CPU cores; tests shrink every size through the same
+    fields (``slide_size=[1536,1024] n_train=16 ...``).
+    """
+
+    slide_size: tuple[int, int] = (4096, 3072)  # the synthetic slide's level-0 width x height in pixels (0.5 um/px)
+    n_train: int = 320  # patches of the synthetic LUAD-HistoSeg dataset per split
+    n_val: int = 48
+    n_test: int = 48
+    dataset_seed: int = 1
+    variants: tuple[str, ...] = ("daen", "seam")  # trained, evaluated, compared; the best on val segments the slides
+    train_config: str = "demo"  # the training recipe: a shipped config's name or a YAML file
+    train_overrides: tuple[str, ...] = ()  # section.key=value on top of train_config, e.g. optim.max_steps=2
+    segment_overrides: tuple[str, ...] = ()  # key=value on top of the segment defaults, e.g. chunk_size=64
+
+    def __post_init__(self) -> None:
+        if min(self.slide_size) < 256:
+            raise ValueError(f"slide_size must be at least 256 x 256 pixels, got {list(self.slide_size)}")
+        if self.n_train < 1 or self.n_val < 1 or self.n_test < 1:
+            raise ValueError("n_train, n_val and n_test must be at least 1")
+        if not self.variants:
+            raise ValueError("variants must name at least one method")

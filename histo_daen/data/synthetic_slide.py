@@ -38,19 +38,23 @@ from histo_daen.atomic import atomic_write, atomic_write_text
 from histo_daen.classes import LUAD
 from histo_daen.data.synthetic_tissue import (
     GLASS_INDEX,
+    RENDER_PIXEL_BYTES,
     RegionLayout,
     TissueAppearance,
     TissueStyle,
     render_tissue,
     smooth_noise,
 )
-from histo_daen.errors import PathError
+from histo_daen.errors import ConfigError, PathError
+from histo_daen.resources import require_disk, require_memory
+from histo_daen.slide import open_slide
 
 __all__ = [
     "SlideKind",
     "SyntheticSlide",
     "TissueLayout",
     "map_palette",
+    "read_synthetic_slide",
     "truncated_copy",
     "write_synthetic_slide",
 ]
@@ -64,6 +68,11 @@ _RENDER_WIDTH = 2048  # level-0 columns rendered at once (bounds the renderer's 
 _IN_MEMORY_LEVELS_BYTES = 256 << 20  # lower levels bigger than this go to a memory-mapped scratch file
 _LABEL_POINTS = 4_000_000  # ground-truth layout resolution: at most this many points, at least 1 um/px
 _THUMBNAIL_SIDE = 1024
+# File bytes per level-0 pixel, pyramid included (x 4/3), rounded up from H&E-like tissue: JPEG at quality 90 about
+# 0.1 on the demo slide (mostly glass), lossless Deflate about half the raw 3 bytes.
+_FILE_BYTES_PER_PIXEL = {"jpeg": 0.4, "zlib": 2.0, None: 4.0}
+# Level-0 rows are halved into every lower level as they pass: the band, its float copies and the halvings.
+_BAND_BYTES_PER_PIXEL = 16
 
 
 @dataclass(frozen=True)
@@ -353,12 +362,17 @@ def write_synthetic_slide(
     """
     path = Path(path)
     width, height = (int(size_wh[0]), int(size_wh[1]))
-    if width < 1 or height < 1 or levels < 1 or mask_downsample < 1 or not mpp > 0:
-        raise ValueError(f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mpp={mpp}")
+    if width < 1 or height < 1 or levels < 1 or mask_downsample < 1:
+        raise ConfigError(
+            f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mask_downsample={mask_downsample}"
+        )
+    if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
+        raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
     if min(width, height) >> (levels - 1) < 1:
-        raise ValueError(f"{levels} levels do not fit a {width}x{height} slide")
+        raise ConfigError(f"{levels} levels do not fit a {width}x{height} slide")
     if kind not in ("svs", "tiff"):
         raise ValueError(f"kind must be 'svs' or 'tiff', got {kind!r}")
+    _check_resources(path, (width, height), compression)
     rng = np.random.default_rng(seed)
     style = style or TissueStyle()
     appearance = TissueAppearance.draw(rng, style)
@@ -403,6 +417,22 @@ def write_synthetic_slide(
         mask_downsample=mask_downsample,
         kind=kind,
         has_mpp_metadata=write_mpp,
+    )
+
+
+def _check_resources(path: Path, size_wh: tuple[int, int], compression: Compression | None) -> None:
+    """Refuse, with the estimates, a slide whose bands do not fit in memory or whose file does not fit on disk."""
+    width, height = size_wh
+    band_bytes = _FILE_TILE * width * _BAND_BYTES_PER_PIXEL + (_FILE_TILE + 64) * _RENDER_WIDTH * RENDER_PIXEL_BYTES
+    size = f"a {width}x{height} synthetic slide"
+    require_memory(band_bytes, what=f"{size} (one band of {_FILE_TILE} rows)", hint="Choose a smaller --size.")
+    lower_bytes = width * height * 3 / 3  # the lower levels add up to a third of level 0
+    scratch_bytes = lower_bytes if lower_bytes > _IN_MEMORY_LEVELS_BYTES else 0
+    require_disk(
+        width * height * _FILE_BYTES_PER_PIXEL.get(compression, 4.0) + scratch_bytes,
+        path.parent,
+        what=f"{size} ({compression or 'uncompressed'} tiles, pyramid and scratch space)",
+        hint="Choose a smaller --size or another place.",
     )
 
 
@@ -572,6 +602,33 @@ def _write_ground_truth(
     info_path = path.with_name(path.stem + ".mask.json")
     atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     return mask_path, info_path
+
+
+def read_synthetic_slide(path: str | os.PathLike[str]) -> SyntheticSlide:
+    """A synthetic slide written earlier, with its ground truth: what :func:`write_synthetic_slide` returned.
+
+    Raises:
+        PathError: the ground truth (``<stem>.mask.json`` / ``.mask.png``) is missing or unreadable.
+        SlideError: the slide itself cannot be opened (e.g. a write that was killed).
+    """
+    source = Path(path)
+    info_path = source.with_name(source.stem + ".mask.json")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        mask_path = source.with_name(str(info["mask"]))
+        size_wh = (int(info["level0_size_wh"][0]), int(info["level0_size_wh"][1]))
+        mpp, downsample = float(info["mpp"]), int(info["downsample"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise PathError(info_path, f"is not a readable ground-truth record ({err})", "Write the slide again.") from err
+    if not mask_path.is_file():
+        raise PathError(mask_path, "is missing (the slide's ground truth)", "Write the slide again.")
+    with open_slide(source) as slide:
+        slide.identity()  # reads the file's header and last bytes: a cut file fails here
+        levels, has_mpp = slide.level_count, slide.mpp_source == "metadata"
+        if tuple(slide.dimensions) != size_wh:
+            raise PathError(source, f"is {slide.dimensions}, its ground truth is for {size_wh}", "Write it again.")
+    kind: SlideKind = "svs" if source.suffix.lower() == ".svs" else "tiff"
+    return SyntheticSlide(source, mask_path, info_path, size_wh, mpp, levels, downsample, kind, has_mpp)
 
 
 def truncated_copy(

@@ -23,9 +23,6 @@ config gets a :class:`~histo_daen.errors.CheckpointError` listing every differin
 from __future__ import annotations
 
 import os
-import pickle
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -37,10 +34,12 @@ from torch import nn
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write
 from histo_daen.classes import class_set
-from histo_daen.config.load import config_from_mapping, diff_configs, to_plain_dict
+from histo_daen.config.load import config_from_mapping, to_plain_dict
 from histo_daen.config.schema import ModelConfig
 from histo_daen.errors import CheckpointError, ConfigError
 from histo_daen.models.registry import build_model
+from histo_daen.models.safe_load import TorchFile, safe_torch_load
+from histo_daen.provenance import require_same
 
 __all__ = [
     "FORMAT_VERSION",
@@ -48,6 +47,7 @@ __all__ = [
     "checkpoint_state",
     "load_model",
     "model_config_of",
+    "non_finite_tensors",
     "read_checkpoint",
     "restore_weights",
     "save_checkpoint",
@@ -80,14 +80,15 @@ class LoadedModel:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    """The model inside DistributedDataParallel / DataParallel (``.module``) and torch.compile (``._orig_mod``)
+    wrappers, however nested: what checkpoints store and weights load into. A bare model is returned as it is."""
     while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None:
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif isinstance(compiled := getattr(model, "_orig_mod", None), nn.Module):
+            model = compiled
+        else:
             return model
-        model = inner
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,6 +99,20 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             key = key.split(".", 1)[1]
         stripped[key] = value
     return stripped
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Keys of the floating-point tensors holding a NaN or an infinity (a diverged run's weights)."""
+    return [
+        key
+        for key, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def _listed(keys: list[str], total: int) -> str:
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return f"{', '.join(keys[:3])}{more}: {len(keys)} of {total} tensors"
 
 
 def _plain_config(value: Any) -> dict[str, Any]:
@@ -180,6 +195,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
 
     Raises:
         KeyError: a required entry is missing. TypeError: an entry is not a tensor or plain value.
+        CheckpointError: a weight holds NaN or inf (nothing is written).
     """
     missing = [key for key in _REQUIRED_KEYS if key not in state and key != "format_version"]
     if missing:
@@ -193,48 +209,21 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     payload["histo_daen_version"] = __version__
     for key, value in payload.items():
         _check_plain(value, key)
+    broken = non_finite_tensors(payload["state_dict"])
+    if broken:
+        raise CheckpointError(
+            path,
+            f"was not written: the weights hold NaN or inf ({_listed(broken, len(payload['state_dict']))})",
+            "The previous file, if any, is unchanged. The run diverged: lower the learning rate.",
+        )
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
 
 
-def _load_file(path: Path) -> Any:
-    if not path.exists():
-        raise CheckpointError(path, "does not exist", "Check the path; training writes <output>/last.pt.")
-    if path.is_dir():
-        raise CheckpointError(path, "is a folder, not a checkpoint file", "Pass the .pt file, e.g. <run>/last.pt.")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if not head:
-        raise CheckpointError(path, "is empty (0 bytes)", "Use an earlier checkpoint; the write was interrupted.")
-    # torch.save writes a zip archive (PK..); older tools write a pickle (protocol 2+ starts with 0x80).
-    if not head.startswith((b"PK", b"\x80")):
-        raise CheckpointError(
-            path, "is not a PyTorch checkpoint (neither a zip archive nor a pickle)", "Pass a .pt file from histo-daen."
-        )
-    try:
-        with warnings.catch_warnings():
-            # Pickles from other tools trigger a protocol warning before the refusal we report below.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(
-                path,
-                "holds Python objects that safe loading (torch.load with weights_only=True) refuses, "
-                "e.g. a pickled model, numpy arrays or an argparse Namespace",
-                "histo-daen reads only checkpoints of tensors and plain values; re-save the weights as a state dict "
-                "with a tool you trust, then load them with histo_daen.models.load_pretrained.",
-            ) from err
-        raise CheckpointError(
-            path, "is not a PyTorch checkpoint file", "Pass a .pt file written by histo-daen."
-        ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(
-            path,
-            f"is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty'})",
-            "Use an earlier checkpoint, or copy the file again.",
-        ) from err
+_CHECKPOINT_FILE = TorchFile(
+    noun="checkpoint file", error=CheckpointError, expected="Pass a .pt file written by histo-daen, e.g. <run>/last.pt."
+)
 
 
 def _is_bare_state_dict(loaded: Any) -> bool:
@@ -257,7 +246,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
             (every differing field is named with its stored and requested values).
     """
     source = Path(path)
-    loaded = _load_file(source)
+    loaded = safe_torch_load(source, _CHECKPOINT_FILE)
     if _is_bare_state_dict(loaded):
         raise CheckpointError(
             source,
@@ -283,14 +272,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
         )
     stored = model_config_of(loaded, source)
     if expected_model is not None:
-        differing = diff_configs(to_plain_dict(stored), to_plain_dict(expected_model))
-        if differing:
-            listed = "; ".join(f"{key}: stored {a!r}, requested {b!r}" for key, (a, b) in differing.items())
-            raise CheckpointError(
-                source,
-                f"was made with another model config ({listed})",
-                "Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",
-            )
+        require_same(
+            to_plain_dict(stored),
+            to_plain_dict(expected_model),
+            path=source,
+            subject="was made with another model config",
+            hint="Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",
+            error=CheckpointError,
+        )
     return loaded
 
 
@@ -313,10 +302,18 @@ def restore_weights(model: nn.Module, checkpoint: Mapping[str, Any], *, path: st
     """Load a checkpoint's ``state_dict`` into ``model`` (bare or wrapped), strictly, with errors naming the file.
 
     Raises:
-        CheckpointError: keys are missing or unexpected, or a tensor's shape differs (first few listed).
+        CheckpointError: keys are missing or unexpected, a tensor's shape differs (first few listed), or weights hold
+            NaN or inf.
     """
     target = unwrap_model(model)
     state_dict = strip_wrapper_prefixes(checkpoint["state_dict"])
+    broken = non_finite_tensors(state_dict)
+    if broken:
+        raise CheckpointError(
+            path,
+            f"holds weights with NaN or inf ({_listed(broken, len(state_dict))}): the run that wrote it diverged",
+            "Use an earlier checkpoint, or train again with a lower learning rate.",
+        )
     own = target.state_dict()
     missing = [key for key in own if key not in state_dict]
     unexpected = [key for key in state_dict if key not in own]

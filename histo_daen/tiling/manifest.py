@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from histo_daen.atomic import atomic_write_text
+from histo_daen.digest import file_sha256
 from histo_daen.tiling.grid import Tile
 
 __all__ = [
@@ -31,10 +32,10 @@ __all__ = [
     "MANIFEST_JSON",
     "ManifestRow",
     "append_journal",
-    "changed_fields",
     "read_header",
     "read_journal",
     "read_manifest",
+    "verify_tile_file",
     "write_header",
     "write_manifest",
 ]
@@ -105,6 +106,16 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def verify_tile_file(path: Path, n_bytes: int, sha256: str) -> bool:
+    """A tile file is there and has the size and SHA-256 (hex) its manifest row records."""
+    try:
+        if path.stat().st_size != n_bytes:
+            return False
+        return file_sha256(path) == sha256
+    except OSError:
+        return False
+
+
 def write_header(path: Path, header: Mapping[str, Any]) -> Path:
     """Write ``manifest.json`` atomically: sorted keys, so equal headers are equal bytes."""
     return atomic_write_text(path, json.dumps(header, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
@@ -117,26 +128,6 @@ def read_header(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return header if isinstance(header, dict) and "parameters" in header else None
-
-
-def changed_fields(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """What differs between a stored and a requested header, as ``{"name": (stored, requested)}``.
-
-    Compares the parameters and the slide's content identity (size, dimensions, header hash), not its path:
-    a moved slide resumes, a rewritten one does not.
-    """
-    differing: dict[str, tuple[Any, Any]] = {}
-    stored_parameters, requested_parameters = stored.get("parameters", {}), requested.get("parameters", {})
-    for key in sorted(set(stored_parameters) | set(requested_parameters)):
-        if stored_parameters.get(key) != requested_parameters.get(key):
-            differing[key] = (stored_parameters.get(key), requested_parameters.get(key))
-    stored_slide, requested_slide = stored.get("slide", {}), requested.get("slide", {})
-    for key in ("size_bytes", "dimensions", "header_sha256"):
-        if stored_slide.get(key) != requested_slide.get(key):
-            differing[f"slide {key}"] = (stored_slide.get(key), requested_slide.get(key))
-    if stored.get("format_version") != requested.get("format_version"):
-        differing["format_version"] = (stored.get("format_version"), requested.get("format_version"))
-    return differing
 
 
 def append_journal(path: Path, entries: Iterable[tuple[int, int, str]]) -> None:

@@ -18,7 +18,9 @@ def _segment(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, ["segment", *args, *FAST], env=env)
 
 
-def test_segment_one_slide(tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path) -> None:
+def test_segment_one_slide(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path, check_qupath_geojson, check_ome_zarr
+) -> None:
     out = tmp_path / "maps"
     result = _segment(str(tiny_tiff_slide.path), "--checkpoint", str(segment_checkpoint), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -28,6 +30,8 @@ def test_segment_one_slide(tiny_tiff_slide: SyntheticSlide, segment_checkpoint: 
     assert {p.name for p in folder.iterdir()} == {"map.zarr", "map.geojson", "overview.png", "summary.json"}
     assert (out / "summary.csv").read_text().startswith("slide,status,error,mpp0,map_mpp,n_tiles,tissue_mm2,TE_mm2")
     assert json.loads((folder / "summary.json").read_text())["map"]["map_mpp"] == 8.0
+    check_ome_zarr(folder / "map.zarr")
+    assert check_qupath_geojson(folder / "map.geojson", region=(0, 0, 1024, 768))["features"]
 
 
 def test_a_failing_slide_gets_an_error_line_and_the_others_finish(
@@ -51,8 +55,8 @@ def test_rerun_says_already_done_and_other_settings_need_overwrite(
     again = _segment(*args)
     assert again.exit_code == 0 and "tiny.tiff: already done" in again.output
     changed = _segment(*args, "min_tissue=0.3")
-    assert changed.exit_code == 3
-    assert "Error: " in changed.output and "segment.min_tissue: 0.05 -> 0.3" in changed.output
+    assert changed.exit_code == 1  # the only slide given failed: its error is the whole story
+    assert "Error: " in changed.output and "segment.min_tissue: stored 0.05, requested 0.3" in changed.output
     assert "--overwrite" in changed.output
     replaced = _segment(*args, "min_tissue=0.3", "--overwrite")
     assert replaced.exit_code == 0 and "tiny.tiff: done" in replaced.output
@@ -80,7 +84,7 @@ def test_shard_option_and_torchrun_rank_pick_the_same_slide(
 
 def test_missing_slide_and_misspelt_override(segment_checkpoint: Path, tmp_path: Path) -> None:
     result = _segment(str(tmp_path / "absent.svs"), "--checkpoint", str(segment_checkpoint), "-o", str(tmp_path))
-    assert result.exit_code == 3 and "Error: " in result.output and "absent.svs: does not exist" in result.output
+    assert result.exit_code == 1 and "Error: " in result.output and "absent.svs: does not exist" in result.output
     typo = _segment(
         str(tmp_path / "absent.svs"), "--checkpoint", str(segment_checkpoint), "-o", str(tmp_path), "batchsize=4"
     )

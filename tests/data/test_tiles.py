@@ -10,7 +10,7 @@ from histo_daen.config.schema import DataConfig, TileConfig
 from histo_daen.data.registry import load_splits
 from histo_daen.data.tiles import check_tiles
 from histo_daen.errors import DatasetError
-from histo_daen.tiling.job import tile_slide
+from histo_daen.tiling import tile_slide
 from histo_daen.tiling.manifest import read_manifest
 
 
@@ -18,7 +18,7 @@ from histo_daen.tiling.manifest import read_manifest
 def tiled(tiny_slide: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cohort tiling output (one slide) of 64 px tiles at 2 um/px."""
     output = tmp_path_factory.mktemp("tiled") / "tiles"
-    tile_slide(tiny_slide.path, output, TileConfig(target_mpp=2.0, tile_size=64), workers=0)
+    tile_slide(tiny_slide.path, output / "tiny", TileConfig(target_mpp=2.0, tile_size=64), workers=0)
     return output
 
 
@@ -56,7 +56,7 @@ def test_label_problems_are_reported_together(tiled: Path, tmp_path: Path) -> No
     with pytest.raises(DatasetError) as caught:
         check_tiles(tiled, labels)
     message = str(caught.value)
-    assert "4 problems with the tile labels of labels.csv" in message
+    assert "4 problems with the tiles and the labels of labels.csv" in message
     for part in ("1 tile labelled twice", "1 malformed label", "1 all-zero label", "1 label for a tile in no manifest"):
         assert part in message
 
