@@ -53,7 +53,7 @@ from histo_daen.classes import class_set_for
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import write_synthetic_slide
 from histo_daen.evaluation.seams import control_seam_ratio, seam_ratio
-from histo_daen.evaluation.slide_maps import map_agreement
+from histo_daen.evaluation.slide_agreement import map_agreement
 from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, plan_slide_map, segment_slide
 from histo_daen.models.checkpoint import LoadedModel, load_model
@@ -156,16 +156,16 @@ def _run(loaded: LoadedModel, slide_path: Path, config: SegmentConfig, work: Pat
 
 
 def _score(plan: Any, tissue_map: Any, stats: Any, truth: np.ndarray, truth_downsample: float) -> Result:
-    agreement = map_agreement(tissue_map, truth, truth_downsample)
     labels = np.asarray(tissue_map.labels(0)[:])
+    agreement = map_agreement(labels, tissue_map.map_downsample, truth, truth_downsample, classes=tissue_map.classes)
     # The truth at the map's resolution (same 16 level-0 px here), for its own seam ratio at this tile step.
     truth_step = round(plan.tile_step * tissue_map.map_downsample / truth_downsample)
     return Result(
         n_tiles=len(plan.tiles),
         seconds=stats.seconds,
         model_seconds=stats.model_seconds,
-        pixel_accuracy=agreement["scores"].pixel_accuracy,
-        miou=agreement["scores"].miou,
+        pixel_accuracy=agreement.scores.pixel_accuracy,
+        miou=agreement.scores.miou,
         seam_ratio=seam_ratio(labels, plan.tile_step),
         control_seam_ratio=control_seam_ratio(labels, plan.tile_step),
         truth_seam_ratio=seam_ratio(truth, truth_step),
