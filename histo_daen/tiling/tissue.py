@@ -15,8 +15,8 @@ and shape decides:
 3. **Pieces and holes**: pieces smaller than ``min_object_um2`` are dust (a sliver cut off by a stroke counts with
    the section the stroke crosses); fat, whose empty cells are white even at 8 um/px, is found as the faint
    lattice of membranes that closes cells off; holes up to ``max_hole_um2`` (lumens, fat cells) are tissue.
-4. **Borders**: a border pixel is tissue when it absorbs at least half as much light as the tissue beside it, so
-   the mask follows half-covered pixels and does not grow by a pixel all round.
+4. **Borders**: a border pixel is tissue when it absorbs at least 40 % as much light as the tissue beside it, so
+   the mask follows partly covered pixels (leaning to keep them) and does not grow by a pixel all round.
 
 Units: the thumbnail is ``thumbnail_mpp`` microns per pixel; areas and lengths are given in micrometres.
 """
@@ -44,13 +44,17 @@ _STROKE_ELONGATION = 3.0  # area / (pi * (largest inscribed radius)^2): 1 for a 
 _STROKE_MIN_UM = 250.0  # a stroke at least this long (area / width)
 _RING_PX = 3  # the surroundings of a piece: pixels within this distance
 _GLASS_BLOB = 0.6  # a candidate piece whose surroundings are at least this much glass lies on the glass
-_DUST_ON_GLASS = 0.3  # ... or this much, for one smaller than the dust limit (a speck beside the tissue)
+_DUST_ON_GLASS = 0.3  # ... or this much, for a grey one smaller than the dust limit (a speck beside the tissue)
+_SPECK_ON_GLASS = 0.9  # ... and this much for a small coloured one
 _RED_ON_GLASS = 0.02  # a red stroke is ink only if this much of its surroundings is glass
+_SLIVER_MIN_PX = 8  # tissue cut off by a stroke counts with its section if at least this big
 # Fat: membrane pixels are faintly coloured, the cells they close off at least this big.
 _FAINT_CHROMA = 0.025
 _FAT_CELL_MIN_UM2 = 770.0  # 12 pixels at 8 um/px: a cell about 30 um across
-# A border pixel stays tissue if it absorbs this share of what the tissue within 2 pixels absorbs.
-_BORDER_SHARE = 0.5
+# A border pixel stays tissue if it absorbs this share of what the tissue within 2 pixels absorbs (0.5 would be the
+# unbiased cut for a pixel half covered; measured on the synthetic cases, 0.4 keeps 0.1 % more tissue for 0.1 % less
+# precision).
+_BORDER_SHARE = 0.4
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,8 @@ def _marks_among(
     """The candidate pieces that are marks: strokes, and (not for red) blobs lying on glass. (h, w) bool.
 
     ``dust_pixels``: grey pieces smaller than this lie on the glass already when a third of their surroundings is
-    glass (dust beside the tissue; a dark but coloured speck there is the tissue's own edge).
+    glass (dust beside the tissue); coloured ones only when the glass nearly surrounds them (a dark, coloured speck
+    on the tissue's edge is its own darkest pixels).
     """
     closed = _close(candidates)
     labels, count = ndimage.label(closed, structure=_EIGHT)
@@ -196,8 +201,12 @@ def _marks_among(
     ring_glass = np.bincount(nearest[ring & ~evidence], minlength=count + 1)
     glass_share = ring_glass / np.maximum(ring_pixels, 1)
     chroma = np.bincount(labels.ravel(), weights=colours.chroma.ravel(), minlength=count + 1) / np.maximum(areas, 1)
-    dust = (areas < dust_pixels) & (chroma < _MIN_CHROMA)
-    on_glass = glass_share >= np.where(dust, _DUST_ON_GLASS, _GLASS_BLOB)
+    small = areas < dust_pixels
+    grey = chroma < _MIN_CHROMA
+    # Grey specks beside the tissue are dust; a small coloured piece on the tissue's edge is its own darkest
+    # pixels (dense haematoxylin), off the glass unless the glass nearly surrounds it.
+    share_needed = np.where(small, np.where(grey, _DUST_ON_GLASS, _SPECK_ON_GLASS), _GLASS_BLOB)
+    on_glass = glass_share >= share_needed
     is_mark = np.zeros(count + 1, dtype=bool)
     min_stroke_px = _STROKE_MIN_UM / thumbnail_mpp
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -227,15 +236,22 @@ def _find_marks(colours: _Colours, evidence: np.ndarray, thumbnail_mpp: float, d
 
 
 def _pieces_at_least(mask: np.ndarray, min_pixels: int, *, joined_by: np.ndarray) -> np.ndarray:
-    """``mask`` without pieces of fewer than ``min_pixels`` of its pixels; pieces connected through ``joined_by``
-    (marks lying over tissue) count as one."""
-    labels, count = ndimage.label(mask | joined_by)
+    """``mask`` without pieces of fewer than ``min_pixels`` pixels. A piece joined to others through ``joined_by``
+    (marks lying over tissue) counts with them, if it is a sliver of real size: a few pixels left beside a
+    stroke are its rim, not tissue."""
+    own, count = ndimage.label(mask)
     if count == 0:
         return mask
-    sizes = np.bincount(labels[mask], minlength=count + 1)
-    keep = sizes >= min_pixels
+    own_sizes = np.bincount(own.ravel(), minlength=count + 1)
+    joined, joined_count = ndimage.label(mask | joined_by)
+    joined_sizes = np.bincount(joined[mask], minlength=joined_count + 1)
+    # Each piece lies within one joined component: map piece -> component through any of its pixels.
+    component = np.zeros(count + 1, dtype=np.int64)
+    component[own[mask]] = joined[mask]
+    via = joined_sizes[component]
+    keep = (own_sizes >= min_pixels) | ((via >= min_pixels) & (own_sizes >= min(min_pixels, _SLIVER_MIN_PX)))
     keep[0] = False
-    return mask & keep[labels]
+    return keep[own]
 
 
 def _enclosed(mask: np.ndarray, min_pixels: int, max_pixels: int, *, open_to: np.ndarray) -> np.ndarray:
@@ -272,7 +288,7 @@ def _with_fat(tissue: np.ndarray, colours: _Colours, marks: np.ndarray, cell_pix
 
 
 def _follow_borders(mask: np.ndarray, absorbance: np.ndarray) -> np.ndarray:
-    """Drop border pixels that absorb less than half of what the tissue within 2 pixels absorbs (mostly glass)."""
+    """Drop border pixels that absorb less than ``_BORDER_SHARE`` of what the tissue within 2 pixels absorbs."""
     inner = _shrink(mask)
     weight = ndimage.uniform_filter(inner.astype(np.float32), 5)
     beside = ndimage.uniform_filter(absorbance * inner, 5) / np.maximum(weight, np.float32(1e-6))
@@ -346,6 +362,4 @@ def tissue_mask(
     mask = _with_fat(mask, colours, marks, _pixels(_FAT_CELL_MIN_UM2, thumbnail_mpp), max_hole)
     if max_hole > 0:
         mask |= _enclosed(mask, 1, max_hole, open_to=marks)
-    for _ in range(2):  # a second pass judges the pixels the first one left on the border
-        mask = _follow_borders(mask, colours.absorbance)
-    return mask
+    return _follow_borders(mask, colours.absorbance)
