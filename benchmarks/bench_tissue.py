@@ -34,6 +34,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from histo_daen.data.synthetic_slide import SyntheticSlide, read_synthetic_slide
 from histo_daen.data.tissue_cases import CASE_MASK_MPP, TISSUE_CASES, write_tissue_case
 from histo_daen.demo import SAMPLE_IN_WHEEL, SAMPLE_WHEEL_PATTERN
 from histo_daen.errors import HistoDaenError
@@ -106,19 +107,17 @@ def bench_cases(folder: Path, cases: list[str], seeds: list[int]) -> None:
         ours, otsu = Counts(), Counts()
         worst_recall, worst_precision = 1.0, 1.0
         for seed in seeds:
-            slide_folder = folder / "slides" / f"seed{seed}"
-            slide = write_tissue_case(name, slide_folder, seed=seed) if _missing(slide_folder, name) else None
-            path = slide_folder / f"{name}.svs"
-            with open_slide(path) as opened:
+            slide = _case_slide(folder / "slides" / f"seed{seed}", name, seed)
+            with open_slide(slide.path) as opened:
                 started = time.perf_counter()
                 tissue = find_tissue(opened, tissue_mpp=CASE_MASK_MPP)
                 seconds_ours += time.perf_counter() - started
             started = time.perf_counter()
             baseline = otsu_on_grey(tissue.thumbnail)
             seconds_otsu += time.perf_counter() - started
-            truth = _truth(path) if slide is None else slide.tissue_truth()
+            truth = slide.tissue_truth()
             if truth.shape != tissue.mask.shape:
-                raise SystemExit(f"{path}: truth {truth.shape} and mask {tissue.mask.shape} differ")
+                raise SystemExit(f"{slide.path}: truth {truth.shape} and mask {tissue.mask.shape} differ")
             one = Counts().add(tissue.mask, truth)
             worst_recall, worst_precision = min(worst_recall, one.recall), min(worst_precision, one.precision)
             ours.add(tissue.mask, truth)
@@ -152,20 +151,15 @@ def bench_cases(folder: Path, cases: list[str], seeds: list[int]) -> None:
     )
 
 
-def _missing(folder: Path, name: str) -> bool:
-    stem = folder / name
-    return not all(Path(f"{stem}{suffix}").is_file() for suffix in (".svs", ".mask.png", ".mask.json"))
-
-
-def _truth(path: Path) -> np.ndarray:
-    """The tissue truth of a case slide written earlier (mask and marks PNGs beside it)."""
-    with Image.open(path.with_name(path.stem + ".mask.png")) as image:
-        truth = np.asarray(image) > 0
-    marks = path.with_name(path.stem + ".marks.png")
-    if marks.is_file():
-        with Image.open(marks) as image:
-            truth &= np.asarray(image) == 0
-    return truth
+def _case_slide(folder: Path, name: str, seed: int) -> SyntheticSlide:
+    """The case slide written by an earlier run, or a new one."""
+    path = folder / f"{name}.svs"
+    if path.is_file():
+        try:
+            return read_synthetic_slide(path)
+        except HistoDaenError:
+            pass  # cut short or without its truth: write it again
+    return write_tissue_case(name, folder, seed=seed)
 
 
 def _real_slides(folder: Path, extra: list[Path]) -> list[Path]:

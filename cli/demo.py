@@ -20,18 +20,26 @@ __all__ = ["demo_command"]
     help="Folder for everything the demo writes.",
 )
 @options.workers()
-def demo_command(output: Path, workers: int | None) -> None:
+@options.config()
+@options.overrides()
+def demo_command(output: Path, workers: int | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Run the demo on built-in synthetic data: each step prints where its outputs are.
 
-    Rerunning reuses what earlier runs finished.
+    Rerunning reuses what earlier runs finished. KEY=VALUE arguments change the sizes of the slide, the dataset
+    and the training (every key: DemoConfig in histo_daen/config/schema.py).
 
     \b
-    Example:
+    Examples:
       histo-daen demo -o demo_output
+      histo-daen demo -o toy slide_size=[1536,1024] n_train=16 n_val=2 n_test=4 \\
+          'train_overrides=[optim.max_steps=2, optim.batch_size=4]'
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from histo_daen.config import load_config
+    from histo_daen.config.schema import DemoConfig
     from histo_daen.demo import run_demo
 
+    config = load_config(DemoConfig, config_path, overrides=list(overrides))
     with logging_redirect_tqdm():
-        run_demo(output, workers=workers, echo=click.echo)
+        run_demo(output, workers=workers, config=config, echo=click.echo)

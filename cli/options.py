@@ -27,9 +27,11 @@ def config() -> Callable[[F], F]:
     return click.option(
         "--config",
         "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="YAML file with settings (see configs/); command-line options and KEY=VALUE overrides win over it.",
+        metavar="FILE|NAME",
+        help="YAML file with settings, or the name of a shipped config (e.g. luad_daen, demo, segment; the files of "
+        "configs/). Command-line options and KEY=VALUE overrides win over it.",
     )
 
 

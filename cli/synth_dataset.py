@@ -39,7 +39,7 @@ def synth_dataset_command(
     \b
     Example:
       histo-daen synth-dataset -o LUAD-synth/ --n-train 400 --seed 1
-      histo-daen train --config configs/demo.yaml --data-root LUAD-synth/ -o runs/demo
+      histo-daen train --config demo --data-root LUAD-synth/ -o runs/demo
     """
     from histo_daen.data.synthetic_dataset import write_synthetic_luad
 

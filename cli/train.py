@@ -13,6 +13,13 @@ from histo_daen.config.schema import BackboneName, Variant
 __all__ = ["train_command"]
 
 
+def _backbone(value: str | None) -> str | None:
+    """A built-in backbone name or ``timm:<name>`` (the library checks that timm has the model)."""
+    if value is None or value in get_args(BackboneName) or (value.startswith("timm:") and len(value) > len("timm:")):
+        return value
+    raise click.BadParameter(f"{value!r} is none of {', '.join(get_args(BackboneName))}, nor timm:<name>")
+
+
 @click.command("train")
 @click.option(
     "-o",
@@ -34,12 +41,19 @@ __all__ = ["train_command"]
     help="Dataset folder (holding train/, val/, test/).",
 )
 @click.option("--variant", type=click.Choice(get_args(Variant)), default=None, help="Network. [default: daen]")
-@click.option("--backbone", type=click.Choice(get_args(BackboneName)), default=None, help="[default: resnet38]")
+@click.option(
+    "--backbone",
+    callback=lambda _ctx, _param, value: _backbone(value),
+    default=None,
+    help=f"{', '.join(get_args(BackboneName))}, or timm:<name> for a timm model (e.g. timm:vit_large_patch16_224 for "
+    "UNI; timm.list_models() names them). [default: resnet38]",
+)
 @click.option(
     "--pretrained",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Local ImageNet weights for the backbone (.params or .pth). Without it the backbone starts random.",
+    help="Local weights for the backbone: .params or .pth; for timm backbones a timm state dict (.safetensors, "
+    ".bin, .pth). Nothing is downloaded. Without it the backbone starts random.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
 @click.option(
@@ -90,11 +104,11 @@ def train_command(
     \b
     Examples:
       histo-daen synth-dataset -o LUAD-synth/
-      histo-daen train --config configs/demo.yaml --data-root LUAD-synth/ -o runs/demo
+      histo-daen train --config demo --data-root LUAD-synth/ -o runs/demo
       histo-daen train --dataset luad --data-root LUAD-HistoSeg/ --variant daen \\
           --pretrained ilsvrc-cls_rna-a1_cls1000_ep-0001.params -o runs/daen
-      histo-daen train --config configs/luad_daen.yaml --data-root LUAD-HistoSeg/ -o runs/daen --resume
-      torchrun --nproc_per_node=4 "$(which histo-daen)" train --config configs/luad_daen.yaml \\
+      histo-daen train --config luad_daen --data-root LUAD-HistoSeg/ -o runs/daen --resume
+      torchrun --nproc_per_node=4 "$(which histo-daen)" train --config luad_daen \\
           --data-root LUAD-HistoSeg/ --pretrained weights.params -o runs/daen
     """
     from tqdm.contrib.logging import logging_redirect_tqdm

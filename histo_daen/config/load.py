@@ -10,6 +10,7 @@ import os
 import types
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
@@ -19,16 +20,21 @@ from histo_daen.atomic import atomic_write_text
 from histo_daen.errors import ConfigError
 
 __all__ = [
+    "SHIPPED_CONFIGS",
+    "config_file",
     "config_from_mapping",
     "diff_configs",
     "dump_config",
     "load_config",
     "parse_overrides",
     "read_yaml_mapping",
+    "shipped_configs",
     "to_plain_dict",
 ]
 
 T = TypeVar("T")
+
+SHIPPED_CONFIGS = "histo_daen.configs"  # the package the YAML files of configs/ install into
 
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:
@@ -230,6 +236,39 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs installed with the package, by name: ``{"luad_daen": .../luad_daen.yaml, ...}``."""
+    folder = resources.files(SHIPPED_CONFIGS)
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def config_file(reference: str | os.PathLike[str]) -> Path:
+    """A config file by path, or by the name of a shipped config (``"luad_daen"`` or ``"luad_daen.yaml"``).
+
+    An existing file wins over a shipped config of the same name; a name works from any folder and from an
+    installed wheel.
+
+    Raises:
+        ConfigError: neither a file nor a shipped config (the message lists the shipped names).
+    """
+    path = Path(reference)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = str(reference).removesuffix(".yaml")
+    if path.parent == Path(".") and name in shipped:
+        return shipped[name]
+    if path.exists():
+        raise ConfigError(f"{path}: is not a config file (a folder?); pass a YAML file or a shipped config's name")
+    raise ConfigError(
+        f"{reference}: config file not found, and not the name of a shipped config ({', '.join(shipped)})"
+    )
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike[str] | None = None,
@@ -241,7 +280,8 @@ def load_config(
 
     Args:
         cls: the config dataclass.
-        path: optional YAML file; keys must be fields of ``cls`` (nested sections for nested dataclasses).
+        path: optional YAML file, or the name of a shipped config (:func:`config_file`); keys must be fields of
+            ``cls`` (nested sections for nested dataclasses).
         overrides: ``"section.key=value"`` strings (from the command line), or a mapping of CLI options
             where ``None`` means "not given" and is not an override.
         base: a config (or mapping) to start from instead of the defaults.
@@ -251,6 +291,7 @@ def load_config(
         raw = to_plain_dict(base) if dataclasses.is_dataclass(base) else dict(base)  # type: ignore[arg-type]
     source = cls.__name__
     if path is not None:
+        path = config_file(path)
         raw = _merge(raw, read_yaml_mapping(path))
         source = str(path)
     if isinstance(overrides, Mapping):

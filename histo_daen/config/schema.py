@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DemoConfig",
     "EvaluateConfig",
     "ImportConfig",
     "InferenceConfig",
@@ -64,7 +65,7 @@ class TileConfig:
 
 
 Variant = Literal["daen", "seam", "cm", "sm", "cam", "histosegnet"]
-BackboneName = Literal["resnet38", "resnet18", "resnet50"]
+BackboneName = Literal["resnet38", "resnet18", "resnet50"]  # built in; also "timm:<timm model name>"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class ModelConfig:
     """
 
     variant: Variant = "daen"
-    backbone: BackboneName = "resnet38"
+    backbone: str = "resnet38"  # resnet38 | resnet18 | resnet50 | timm:<name>, e.g. timm:vit_large_patch16_224
     num_classes: int = 4  # foreground tissue classes (LUAD: TE, NEC, LYM, TAS)
     class_set: str = "luad"  # names and colours: histo_daen.classes.class_set(class_set)
     width: float = 1.0  # channel multiplier of the backbone; < 1 gives test-sized models through the same code
@@ -84,7 +85,10 @@ class ModelConfig:
     attention_reduction: int = 16  # CSM channel-attention MLP ratio (reference code: 16)
     spatial_kernel: Literal[3, 7] = 7  # CSM spatial-attention conv size
     spatial_pooling: Literal["concat", "sum"] = "concat"  # concat: reference code (CBAM); sum: the paper's formula
-    input_normalisation: Literal["imagenet", "none"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_normalisation: Literal["imagenet", "none", "custom"] = "imagenet"  # SEAM/DAEN: imagenet; MLPS: none
+    input_mean: tuple[float, float, float] | None = None  # RGB mean in [0, 1] for "custom" (the weights' own)
+    input_std: tuple[float, float, float] | None = None  # RGB std for "custom"
+    timm_args: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments (timm backbones)
     input_mpp: float = 1.0  # microns per pixel of the patches the model was trained on (slide inference reads at it)
     input_size: int = 224  # patch side in pixels at input_mpp
     # Reference behaviour (SEAM/DAEN code) vs alternatives; docs in histo_daen/models/cam_net.py.
@@ -104,6 +108,13 @@ class ModelConfig:
             raise ValueError(f"input_mpp must be positive, got {self.input_mpp}")
         if self.attention_reduction < 1:
             raise ValueError(f"attention_reduction must be at least 1, got {self.attention_reduction}")
+        if self.input_normalisation == "custom":
+            if self.input_mean is None or self.input_std is None:
+                raise ValueError("input_normalisation 'custom' needs input_mean and input_std (RGB, in [0, 1] units)")
+            if min(self.input_std) <= 0:
+                raise ValueError(f"input_std must be positive, got {list(self.input_std)}")
+        elif self.input_mean is not None or self.input_std is not None:
+            raise ValueError("input_mean / input_std are used only with input_normalisation 'custom'")
 
 
 CamSource = Literal["refined", "raw"]
@@ -387,3 +398,30 @@ class ImportConfig:
     classes: str | None = None  # required: a class-set name (luad, bcss) or NAME,NAME,... in fc8 order (no background)
     variant: Literal["auto", "seam", "cam"] = "auto"  # auto: seam for SEAM files (PCM kept), cam for MLPS files
     input_normalisation: Literal["auto", "imagenet", "none"] = "auto"  # auto: SEAM imagenet, MLPS none (as trained)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``histo-daen demo``: how big the built-in demo's slide, data and training are.
+
+    The defaults fit ``make demo`` in about 15 minutes on 2 CPU cores; tests shrink every size through the same
+    fields (``slide_size=[1536,1024] n_train=16 ...``).
+    """
+
+    slide_size: tuple[int, int] = (4096, 3072)  # the synthetic slide's level-0 width x height in pixels (0.5 um/px)
+    n_train: int = 320  # patches of the synthetic LUAD-HistoSeg dataset per split
+    n_val: int = 48
+    n_test: int = 48
+    dataset_seed: int = 1
+    variants: tuple[str, ...] = ("daen", "seam")  # trained, evaluated, compared; the best on val segments the slides
+    train_config: str = "demo"  # the training recipe: a shipped config's name or a YAML file
+    train_overrides: tuple[str, ...] = ()  # section.key=value on top of train_config, e.g. optim.max_steps=2
+    segment_overrides: tuple[str, ...] = ()  # key=value on top of the segment defaults, e.g. chunk_size=64
+
+    def __post_init__(self) -> None:
+        if min(self.slide_size) < 256:
+            raise ValueError(f"slide_size must be at least 256 x 256 pixels, got {list(self.slide_size)}")
+        if self.n_train < 1 or self.n_val < 1 or self.n_test < 1:
+            raise ValueError("n_train, n_val and n_test must be at least 1")
+        if not self.variants:
+            raise ValueError("variants must name at least one method")

@@ -56,6 +56,7 @@ from histo_daen.data.synthetic_tissue import (
     smooth_noise,
 )
 from histo_daen.errors import PathError
+from histo_daen.slide import open_slide
 
 __all__ = [
     "INK_COLOURS",
@@ -66,6 +67,7 @@ __all__ = [
     "SyntheticSlide",
     "TissueLayout",
     "map_palette",
+    "read_synthetic_slide",
     "truncated_copy",
     "write_synthetic_slide",
 ]
@@ -812,6 +814,45 @@ def _write_marks(path: Path, marks: list[_Mark], size_wh: tuple[int, int], downs
     with atomic_write(marks_path) as tmp:
         Image.fromarray(raster).save(tmp, format="PNG", optimize=False)
     return marks_path
+
+
+def read_synthetic_slide(path: str | os.PathLike[str]) -> SyntheticSlide:
+    """A synthetic slide written earlier, with its ground truth: what :func:`write_synthetic_slide` returned.
+
+    Raises:
+        PathError: the ground truth (``<stem>.mask.json`` / ``.mask.png``) is missing or unreadable.
+        SlideError: the slide itself cannot be opened (e.g. a write that was killed).
+    """
+    source = Path(path)
+    info_path = source.with_name(source.stem + ".mask.json")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        mask_path = source.with_name(str(info["mask"]))
+        size_wh = (int(info["level0_size_wh"][0]), int(info["level0_size_wh"][1]))
+        mpp, downsample = float(info["mpp"]), int(info["downsample"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise PathError(info_path, f"is not a readable ground-truth record ({err})", "Write the slide again.") from err
+    if not mask_path.is_file():
+        raise PathError(mask_path, "is missing (the slide's ground truth)", "Write the slide again.")
+    with open_slide(source) as slide:
+        slide.identity()  # reads the file's header and last bytes: a cut file fails here
+        levels, has_mpp = slide.level_count, slide.mpp_source == "metadata"
+        if tuple(slide.dimensions) != size_wh:
+            raise PathError(source, f"is {slide.dimensions}, its ground truth is for {size_wh}", "Write it again.")
+    kind: SlideKind = "svs" if source.suffix.lower() == ".svs" else "tiff"
+    marks_path = source.with_name(source.stem + ".marks.png")
+    return SyntheticSlide(
+        source,
+        mask_path,
+        info_path,
+        size_wh,
+        mpp,
+        levels,
+        downsample,
+        kind,
+        has_mpp,
+        marks_path if marks_path.is_file() else None,
+    )
 
 
 def truncated_copy(

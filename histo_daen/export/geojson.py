@@ -3,7 +3,8 @@
 What is written follows ``formats.md`` §1.6: a ``FeatureCollection``; each feature has a reproducible UUID ``id``,
 ``properties.objectType``, ``properties.classification = {"name", "color"}`` from the one class table, finite
 ``measurements``; coordinates are level-0 slide pixels ``[x, y]`` rounded to 0.01 (QuPath's precision grid), and
-every geometry is valid after that rounding (QuPath 0.6+ refuses a whole file over one invalid polygon).
+every geometry is valid after that rounding (QuPath 0.6+ refuses a whole file over one invalid polygon), and
+every coordinate lies on the slide.
 
 Vectorising: each class's pixels are covered by rectangles (runs of equal value in a row, merged down the rows
 while they keep the same extent) and unioned with GEOS, which traces pixel edges exactly, keeps holes, and gives
@@ -40,12 +41,14 @@ __all__ = [
     "class_geometries",
     "geojson_features",
     "qupath_origin",
+    "slide_region",
     "write_geojson",
 ]
 
 logger = logging.getLogger(__name__)
 
 ObjectType = Literal["annotation", "detection"]
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in level-0 pixels, ends exclusive
 
 PRECISION = 0.01  # QuPath snaps imported coordinates to a 0.01-pixel grid (0.6+); we write what it will keep
 # A fixed namespace makes feature ids reproducible: the same map gives the same ids (uuid5, RFC 4122).
@@ -174,6 +177,7 @@ def geojson_features(
     options: GeoJsonOptions = GeoJsonOptions(),
     id_seed: str = "",
     measurements: Mapping[int, Mapping[str, float]] | None = None,
+    region_level0: Box | None = None,
 ) -> list[dict[str, Any]]:
     """QuPath features from map-pixel class geometries.
 
@@ -186,6 +190,8 @@ def geojson_features(
         id_seed: mixed into the uuid5 ids (e.g. the slide's content hash), so ids are unique across slides and
             equal between runs.
         measurements: extra finite numbers per map value (e.g. ``{"mean_probability": 0.8}``) for class features.
+        region_level0: ``(x0, y0, x1, y1)`` level-0 rectangle the geometry is clipped to (the slide, see
+            :func:`slide_region`); None keeps the map's whole extent.
 
     Returns:
         GeoJSON Feature dicts (level-0 pixel coordinates, 0.01 precision, valid geometry), class order.
@@ -198,6 +204,9 @@ def geojson_features(
         if geometry is None or geometry.is_empty:
             continue
         level0 = shapely.affinity.scale(geometry, xfact=map_downsample, yfact=map_downsample, origin=(0, 0))
+        if region_level0 is not None:
+            # Before simplifying: simplification only drops vertices, so the result stays inside the (convex) box.
+            level0 = shapely.intersection(level0, shapely.box(*region_level0))
         if tolerance > 0:
             level0 = shapely.simplify(level0, tolerance, preserve_topology=True)
         parts = _clean(level0, min_area=min_area)
@@ -228,13 +237,29 @@ def geojson_features(
     return features
 
 
+def slide_region(tissue_map: TissueMap) -> Box | None:
+    """The level-0 rectangle ``(x0, y0, x1, y1)`` of the slide a map was made of: its bounds rectangle when the slide
+    reports one (``openslide.bounds-*``, e.g. MRXS), else its whole level 0; None when the map records neither."""
+    slide = tissue_map.provenance.get("slide", {})
+    bounds = slide.get("bounds_level0")
+    if bounds is not None:
+        x, y, width, height = (float(value) for value in bounds)
+        return x, y, x + width, y + height
+    dimensions = slide.get("dimensions")
+    if dimensions is not None:
+        return 0.0, 0.0, float(dimensions[0]), float(dimensions[1])
+    return None
+
+
 def qupath_origin(tissue_map: TissueMap) -> tuple[float, float]:
     """Where QuPath puts its (0, 0) on the slide, in level-0 pixels: the slide's recorded bounds corner, or (0, 0).
 
     QuPath crops slides that report ``openslide.bounds-x/-y`` (MRXS and others) to those bounds, so coordinates
     meant for it are shifted by that corner (formats.md §1.4); the map records it from the slide it was made of.
     """
-    corner = tissue_map.provenance.get("slide", {}).get("bounds_xy_level0", (0, 0))
+    slide = tissue_map.provenance.get("slide", {})
+    # bounds_xy_level0: the corner alone, as maps of histo-daen before the bounds rectangle recorded it.
+    corner = slide.get("bounds_level0", slide.get("bounds_xy_level0", (0, 0)))
     return float(corner[0]), float(corner[1])
 
 
@@ -260,6 +285,9 @@ def write_geojson(
 ) -> Path:
     """Vectorise a tissue map's level s0 into a QuPath-importable GeoJSON file, atomically.
 
+    Geometry is clipped to the slide the map records (:func:`slide_region`); a map that records no slide size (made
+    by hand with :func:`~histo_daen.export.zarr_map.open_map_writer`) is clipped to its own extent.
+
     Args:
         tissue_map: a finished map (``read_tissue_map``).
         path: ``.geojson`` (or ``.json``); a ``.gz`` suffix writes gzip, which QuPath 0.4+ imports directly.
@@ -271,6 +299,10 @@ def write_geojson(
     target = Path(path)
     geometries = class_geometries(tissue_map.label_bands())
     slide = tissue_map.provenance.get("slide", {})
+    region = slide_region(tissue_map)
+    if region is None:
+        height, width = tissue_map.shape_hw
+        region = (0.0, 0.0, width * tissue_map.map_downsample, height * tissue_map.map_downsample)
     features = geojson_features(
         geometries,
         classes=tissue_map.classes,
@@ -279,6 +311,7 @@ def write_geojson(
         options=options,
         id_seed=str(slide.get("content_hash", slide.get("name", ""))),
         measurements=_mean_class_scores(tissue_map),
+        region_level0=region,
     )
     collection = {
         "type": "FeatureCollection",
@@ -287,6 +320,7 @@ def write_geojson(
         "histo_daen": {
             "coordinates": "level-0 pixels [x, y], origin top-left, minus origin_xy_level0",
             "origin_xy_level0": list(options.origin_xy_level0),
+            "slide_region_level0": list(region),
             "mpp0": tissue_map.mpp0,
             "map_downsample": tissue_map.map_downsample,
             "map": tissue_map.path.name,

@@ -131,9 +131,13 @@ class CamNet(nn.Module):
             nn.init.kaiming_normal_(self.f8_3.weight)
             nn.init.kaiming_normal_(self.f8_4.weight)
             nn.init.xavier_uniform_(self.f9.weight, gain=4)
-        normalise = config.input_normalisation == "imagenet"
-        mean = torch.tensor(IMAGENET_MEAN if normalise else (0.0, 0.0, 0.0)).reshape(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD if normalise else (1.0, 1.0, 1.0)).reshape(1, 3, 1, 1)
+        mean_std = {
+            "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+            "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+            "custom": (config.input_mean, config.input_std),  # e.g. a foundation model's own statistics
+        }[config.input_normalisation]
+        mean = torch.tensor(mean_std[0], dtype=torch.float32).reshape(1, 3, 1, 1)
+        std = torch.tensor(mean_std[1], dtype=torch.float32).reshape(1, 3, 1, 1)
         # Not persistent: the state dict keeps the reference key set; the config says how to normalise.
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
@@ -175,8 +179,8 @@ class CamNet(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.requires_grad_(False)
         if self.config.freeze_stem:
-            for name in self.backbone.stem_names:
-                self._modules[name].requires_grad_(False)  # type: ignore[union-attr]
+            for name in self.backbone.stem_names:  # top-level layers, or dotted paths (encoder.patch_embed)
+                self.get_submodule(name).requires_grad_(False)
 
     def train(self, mode: bool = True) -> CamNet:
         """Train mode with the reference freezing: BatchNorm stays in eval mode (running statistics are used and
@@ -191,7 +195,7 @@ class CamNet(nn.Module):
         return self
 
     def normalise_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float RGB in [0, 1] -> what the backbone reads (ImageNet-normalised or unchanged)."""
+        """(B, 3, H, W) float RGB in [0, 1] -> what the backbone reads (normalised by the config's mean and std)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         if self.config.input_normalisation == "none":

@@ -23,9 +23,6 @@ config gets a :class:`~histo_daen.errors.CheckpointError` listing every differin
 from __future__ import annotations
 
 import os
-import pickle
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -41,6 +38,7 @@ from histo_daen.config.load import config_from_mapping, diff_configs, to_plain_d
 from histo_daen.config.schema import ModelConfig
 from histo_daen.errors import CheckpointError, ConfigError
 from histo_daen.models.registry import build_model
+from histo_daen.models.safe_load import TorchFile, safe_torch_load
 
 __all__ = [
     "FORMAT_VERSION",
@@ -80,14 +78,15 @@ class LoadedModel:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (``.module``) and torch.compile (``._orig_mod``)."""
+    """The model inside DistributedDataParallel / DataParallel (``.module``) and torch.compile (``._orig_mod``)
+    wrappers, however nested: what checkpoints store and weights load into. A bare model is returned as it is."""
     while True:
-        inner = getattr(model, "_orig_mod", None)
-        if inner is None:
-            inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif isinstance(compiled := getattr(model, "_orig_mod", None), nn.Module):
+            model = compiled
+        else:
             return model
-        model = inner
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,43 +197,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     return Path(path)
 
 
-def _load_file(path: Path) -> Any:
-    if not path.exists():
-        raise CheckpointError(path, "does not exist", "Check the path; training writes <output>/last.pt.")
-    if path.is_dir():
-        raise CheckpointError(path, "is a folder, not a checkpoint file", "Pass the .pt file, e.g. <run>/last.pt.")
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if not head:
-        raise CheckpointError(path, "is empty (0 bytes)", "Use an earlier checkpoint; the write was interrupted.")
-    # torch.save writes a zip archive (PK..); older tools write a pickle (protocol 2+ starts with 0x80).
-    if not head.startswith((b"PK", b"\x80")):
-        raise CheckpointError(
-            path, "is not a PyTorch checkpoint (neither a zip archive nor a pickle)", "Pass a .pt file from histo-daen."
-        )
-    try:
-        with warnings.catch_warnings():
-            # Pickles from other tools trigger a protocol warning before the refusal we report below.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(
-                path,
-                "holds Python objects that safe loading (torch.load with weights_only=True) refuses, "
-                "e.g. a pickled model, numpy arrays or an argparse Namespace",
-                "histo-daen reads only checkpoints of tensors and plain values; re-save the weights as a state dict "
-                "with a tool you trust, then load them with histo_daen.models.load_pretrained.",
-            ) from err
-        raise CheckpointError(
-            path, "is not a PyTorch checkpoint file", "Pass a .pt file written by histo-daen."
-        ) from err
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(
-            path,
-            f"is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'empty'})",
-            "Use an earlier checkpoint, or copy the file again.",
-        ) from err
+_CHECKPOINT_FILE = TorchFile(
+    noun="checkpoint file", error=CheckpointError, expected="Pass a .pt file written by histo-daen, e.g. <run>/last.pt."
+)
 
 
 def _is_bare_state_dict(loaded: Any) -> bool:
@@ -257,7 +222,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
             (every differing field is named with its stored and requested values).
     """
     source = Path(path)
-    loaded = _load_file(source)
+    loaded = safe_torch_load(source, _CHECKPOINT_FILE)
     if _is_bare_state_dict(loaded):
         raise CheckpointError(
             source,

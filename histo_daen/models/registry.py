@@ -22,6 +22,7 @@ from histo_daen.models.backbone import Backbone
 from histo_daen.models.cam_net import CamNet
 from histo_daen.models.dilated_resnet import DilatedResNet
 from histo_daen.models.resnet38 import ResNet38
+from histo_daen.models.timm_backbone import TIMM_PREFIX, TimmBackbone, timm_model_name
 
 __all__ = [
     "BackboneBuilder",
@@ -78,8 +79,17 @@ def _look_up(kind: str, name: str, table: dict[str, Any]) -> Any:
 
 
 def build_backbone(name: str, *, width: float = 1.0) -> Backbone:
-    """A backbone by name, randomly initialised; an unknown name is a ConfigError listing the valid ones."""
+    """A built-in backbone by name, randomly initialised; an unknown name is a ConfigError listing the valid ones."""
     return _look_up("backbone", name, _BACKBONES)(width)
+
+
+def _backbone_for(cfg: ModelConfig) -> Backbone:
+    """The config's backbone: a built-in one, or ``timm:<name>`` built from timm (random init, nothing downloaded)."""
+    if not cfg.backbone.startswith(TIMM_PREFIX):
+        return build_backbone(cfg.backbone, width=cfg.width)
+    if cfg.width != 1.0:
+        raise ConfigError(f"model.width={cfg.width}: timm backbones are built as timm defines them (width 1.0)")
+    return TimmBackbone(timm_model_name(cfg.backbone), input_size=cfg.input_size, model_args=cfg.timm_args)
 
 
 def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> nn.Module:
@@ -102,12 +112,15 @@ def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> nn.Module:
     # Re-validated even for a ready-made config: a dataclass built in code skips the loader's Literal checks.
     checked = config_from_mapping(ModelConfig, raw, "model")
     builder = _look_up("variant", checked.variant, _VARIANTS)
-    _look_up("backbone", checked.backbone, _BACKBONES)
+    if checked.backbone.startswith(TIMM_PREFIX):
+        timm_model_name(checked.backbone)
+    else:
+        _look_up("backbone", checked.backbone, {**_BACKBONES, f"{TIMM_PREFIX}<name>": None})
     return builder(checked)
 
 
 def _cam_net(cfg: ModelConfig, *, use_channel: bool, use_spatial: bool, use_pcm: bool) -> CamNet:
-    backbone = build_backbone(cfg.backbone, width=cfg.width)
+    backbone = _backbone_for(cfg)
     attention = None
     if use_channel or use_spatial:
         attention = ChannelSpatialAttention(

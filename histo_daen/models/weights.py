@@ -14,7 +14,13 @@ MLPS stage-1 checkpoint         backbone + ``fc8`` (no PCM)                     
 torchvision ResNet state dict   every tensor but ``fc.*`` (the ImageNet classifier)          ``resnet18/50``
 histo-daen checkpoint (``.pt``)  its backbone (heads left at their init): e.g. start DAEN     same as the file
                                 from a plain CAM classifier trained first
+timm state dict (``.safetensors``  every tensor the features use, through timm's own            ``timm:<name>``
+or ``.pth``; UNI, ...)           ``checkpoint_filter_fn`` (position-embedding grid, DINOv2's
+                                original layout); the classifier / heads dropped
 ==============================  ===========================================================  =================
+
+``.safetensors`` files are read with safetensors (no pickle at all); everything else with ``torch.load(...,
+weights_only=True)``.
 
 The key names need no mapping beyond the MXNet one: :class:`~histo_daen.models.CamNet` registers its backbone's
 layers under the reference names (SEAM's ``conv1a.weight``, ``b4_5.bn_branch2a.running_mean``, ``fc8.weight``;
@@ -48,11 +54,9 @@ with these weights; MXNet's own default is 1e-3).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +69,14 @@ from torch import nn
 from histo_daen.classes import class_set, class_set_names
 from histo_daen.config.load import config_from_mapping
 from histo_daen.config.schema import ModelConfig
+from histo_daen.digest import file_sha256
 from histo_daen.errors import ConfigError, OutputExistsError, WeightsError
+from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD
 from histo_daen.models.checkpoint import checkpoint_state, save_checkpoint, strip_wrapper_prefixes
 from histo_daen.models.mxnet_params import is_mxnet_params, read_mxnet_params
 from histo_daen.models.registry import build_model
+from histo_daen.models.safe_load import TorchFile, require_file, safe_torch_load
+from histo_daen.models.timm_backbone import TimmBackbone
 
 __all__ = [
     "ImportedCheckpoint",
@@ -82,7 +90,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision"]
+FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision", "timm"]
 
 _PCM_LAYERS = ("f8_3", "f8_4", "f9")
 _REFERENCE_HEADS = ("fc8", *_PCM_LAYERS)  # SEAM's heads; a model without one (cam: PCM, histosegnet: fc8) skips it
@@ -108,11 +116,13 @@ _KIND_NAMES = {
     "seam": "a SEAM checkpoint (ResNet38 + fc8 + PCM)",
     "mlps": "an MLPS stage-1 checkpoint (ResNet38 + fc8)",
     "torchvision": "a torchvision ResNet state dict",
+    "timm": "a timm state dict",
 }
 _SUPPORTED = (
     "Pass the MXNet ilsvrc-cls_rna-a1_cls1000_ep-0001.params, a ResNet38 state dict in SEAM's key layout, "
     "a SEAM or MLPS stage-1 checkpoint, a torchvision ResNet-18/50 state dict, or a histo-daen checkpoint."
 )
+_WEIGHTS_FILE = TorchFile(noun="weights file", error=WeightsError, expected=_SUPPORTED)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,36 +178,6 @@ def mxnet_to_seam_key(name: str) -> str | None:
     if match:
         return f"bn7.{_SEAM_BN_PARAMS[match['param']]}"
     raise KeyError(name)
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        with warnings.catch_warnings():
-            # Pickles from other tools trigger a protocol warning just before the refusal reported below.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise
-    except Exception as err:
-        # torch.load surfaces a damaged or foreign file as any of a dozen builtin errors (a random binary gives
-        # an IndexError, a text file a KeyError); every one means the same thing to the user.
-        message = str(err)
-        # Only a named global is a real refusal; random bytes also fail inside the weights-only unpickler
-        # ("Unsupported operand"), and that is a damaged file, not an unsafe one.
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if refused:
-            raise WeightsError(
-                path,
-                f"holds Python objects ({refused[1]}) that safe loading (torch.load with weights_only=True) refuses, "
-                "not only tensors",
-                "Re-save just the state dict where the file was made: torch.save(model.state_dict(), 'weights.pth').",
-            ) from err
-        first_line = message.splitlines()[0][:160] if message else "no details"
-        raise WeightsError(
-            path,
-            f"is not a readable PyTorch weights file, or it is truncated ({type(err).__name__}: {first_line})",
-            _SUPPORTED,
-        ) from err
 
 
 def _unwrap_state_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
@@ -258,10 +238,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
             a histo-daen checkpoint, or holds weights of no supported network.
     """
     source = Path(path)
-    if not source.exists():
-        raise WeightsError(source, "does not exist", "Check the path to the weights file (nothing is downloaded).")
-    if source.is_dir():
-        raise WeightsError(source, "is a folder, not a weights file", _SUPPORTED)
+    require_file(source, _WEIGHTS_FILE)
     if is_mxnet_params(source) or source.suffix == ".params":
         arrays = read_mxnet_params(source)
         tensors: dict[str, torch.Tensor] = {}
@@ -281,7 +258,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
                 source, f"is an MXNet file without ResNet38 parameters (names {_listing(list(arrays))})", _SUPPORTED
             )
         return WeightsFile(source, "mxnet", tensors, "ResNet38", tuple(dropped), tuple(unrecognised))
-    tensors = _unwrap_state_dict(source, _torch_load(source))
+    tensors = _unwrap_state_dict(source, safe_torch_load(source, _WEIGHTS_FILE))
     kind, family = _classify(source, tensors)
     return WeightsFile(source, kind, tensors, family)
 
@@ -378,7 +355,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], *, strict: b
 
     Args:
         model: the network (a :class:`~histo_daen.models.CamNet`, or any module with the reference key layout).
-        path: the weights file: MXNet ``.params``, or a PyTorch ``.pth`` (see the module docstring for the list).
+        path: the weights file: MXNet ``.params``, a PyTorch ``.pth``, or for timm backbones also ``.safetensors``
+            (see the module docstring for the list).
         strict: require the whole backbone and every file tensor to fit (module docstring); ``False`` loads what
             fits and lists the rest in the report. Backbone tensors of the wrong shape are refused either way.
 
@@ -390,7 +368,185 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], *, strict: b
             weights of another backbone or width, missing or unexpected keys, shapes that differ, non-finite values.
             The message names the file, the keys and what was expected.
     """
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, TimmBackbone):
+        return _load_timm(model, backbone, Path(path), strict=strict)
     return _load_into(model, read_weights_file(path), strict=strict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timm backbones
+
+# Hugging Face transformers' ViT / DINOv2 layout (Phikon, Phikon-v2): not timm's key names.
+_TRANSFORMERS_KEYS = ("embeddings.patch_embeddings.projection.weight", "vit.embeddings.patch_embeddings")
+
+
+def _read_timm_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """``{key: tensor}`` of a local timm weights file: safetensors, or a state dict read with weights_only=True."""
+    require_file(path, _WEIGHTS_FILE)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise WeightsError(path, f"is not a readable safetensors file ({err})", "The file is damaged.") from err
+        tensors = strip_wrapper_prefixes(tensors)
+    else:
+        tensors = _unwrap_state_dict(path, safe_torch_load(path, _WEIGHTS_FILE))
+    if tensors and all(key.startswith("encoder.") for key in tensors):
+        tensors = {key.removeprefix("encoder."): value for key, value in tensors.items()}  # one of our checkpoints
+    if any(marker in key for key in tensors for marker in _TRANSFORMERS_KEYS):
+        raise WeightsError(
+            path,
+            "holds a Hugging Face transformers model (keys like embeddings.patch_embeddings.projection.weight), "
+            "not timm's layout",
+            "Use the timm release of these weights (a timm model's pytorch_model.bin or model.safetensors).",
+        )
+    return tensors
+
+
+def _as_triple(values: Any) -> tuple[float, float, float] | None:
+    if isinstance(values, Sequence) and len(values) == 3 and all(isinstance(v, int | float) for v in values):
+        return (float(values[0]), float(values[1]), float(values[2]))
+    return None
+
+
+def _check_timm_metadata(model: nn.Module, backbone: TimmBackbone, path: Path) -> None:
+    """Compare the model with the ``config.json`` timm keeps beside published weights (architecture, input mean and
+    std, input size); a mismatch that would silently degrade the features is an error naming the fix."""
+    import json
+
+    sidecar = path.with_name("config.json")
+    if not sidecar.is_file():
+        return
+    try:
+        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        logger.warning("%s: not read (%s); the weights' input settings are not checked", sidecar, err)
+        return
+    if not isinstance(metadata, Mapping) or "architecture" not in metadata:
+        return  # not timm's layout (e.g. a transformers config)
+    architecture = str(metadata["architecture"])
+    if architecture.split(".")[0] != backbone.timm_name.split(".")[0]:
+        raise WeightsError(
+            path,
+            f"is for timm:{architecture} ({sidecar.name} beside it says so), not timm:{backbone.timm_name}",
+            f"Pass --backbone timm:{architecture}.",
+        )
+    pretrained_cfg = metadata.get("pretrained_cfg", {})
+    mean, std = _as_triple(pretrained_cfg.get("mean")), _as_triple(pretrained_cfg.get("std"))
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        return
+    if mean is not None and std is not None:
+        expected = {
+            "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+            "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+            "custom": (config.input_mean, config.input_std),
+        }[config.input_normalisation]
+        close = all(
+            ours is not None and all(abs(a - b) < 1e-4 for a, b in zip(ours, theirs, strict=True))
+            for ours, theirs in zip(expected, (mean, std), strict=True)
+        )
+        if not close:
+            imagenet = all(
+                abs(a - b) < 1e-4 for a, b in zip((*mean, *std), (*IMAGENET_MEAN, *IMAGENET_STD), strict=True)
+            )
+            fix = (
+                "model.input_normalisation=imagenet"
+                if imagenet
+                else f"model.input_normalisation=custom model.input_mean=[{', '.join(f'{v:g}' for v in mean)}] "
+                f"model.input_std=[{', '.join(f'{v:g}' for v in std)}]"
+            )
+            raise WeightsError(
+                path,
+                f"was trained on input normalised with mean {list(mean)} and std {list(std)} ({sidecar.name}), but "
+                f"the model normalises with {config.input_normalisation} statistics",
+                f"Pass {fix}.",
+            )
+    input_size = pretrained_cfg.get("input_size")
+    if isinstance(input_size, Sequence) and len(input_size) == 3 and int(input_size[-1]) != config.input_size:
+        logger.warning(
+            "%s: trained on %d px inputs (%s), the model reads %d px patches (model.input_size)",
+            path.name,
+            int(input_size[-1]),
+            sidecar.name,
+            config.input_size,
+        )
+
+
+def _load_timm(model: nn.Module, backbone: TimmBackbone, path: Path, *, strict: bool) -> LoadReport:
+    """Load a timm state dict into a timm backbone's encoder; the CAM heads stay at their initialisation."""
+    import sys
+
+    encoder = backbone.encoder
+    tensors = _read_timm_tensors(path)
+    _check_timm_metadata(model, backbone, path)
+    convert = getattr(sys.modules[type(encoder).__module__], "checkpoint_filter_fn", None)
+    if convert is not None:
+        # timm's own conversion for its model family: resamples a ViT's position embeddings to the model's grid,
+        # rewrites original releases (DINOv2, ...) into timm's names.
+        try:
+            tensors = convert(dict(tensors), encoder)
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise WeightsError(
+                path, f"cannot be converted for timm:{backbone.timm_name} ({type(err).__name__}: {err})", ""
+            ) from err
+    own = encoder.state_dict()
+    used_layers = {name for name, module in encoder.named_children() if any(True for _ in module.state_dict())}
+    selected: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    unexpected: list[str] = []
+    shapes: list[str] = []
+    for key, tensor in tensors.items():
+        if key in own:
+            if _shape(tensor) != _shape(own[key]):
+                shapes.append(f"{key} {_shape(tensor)} in the file, {_shape(own[key])} in the model")
+            else:
+                selected[key] = tensor
+        elif key.split(".")[0] not in used_layers and "." in key:
+            ignored.append(key)  # a classifier or head the features never reach (pruned / Identity)
+        else:
+            unexpected.append(key)
+    name = f"timm:{backbone.timm_name}"
+    if shapes:
+        raise WeightsError(
+            path,
+            f"has tensors of other shapes than {name}: {_listing(shapes, 3)}",
+            "Pass the weights of this architecture (and the model.timm_args they were trained with).",
+        )
+    missing = [key for key in own if key not in selected and not _is_counter(key)]
+    if strict and (missing or unexpected):
+        problems = []
+        if missing:
+            problems.append(f"lacks {len(missing)} of the {len(own)} tensors of {name}: {_listing(missing)}")
+        if unexpected:
+            problems.append(f"has keys {name} does not: {_listing(unexpected)}")
+        raise WeightsError(
+            path,
+            "; ".join(problems),
+            "Name the architecture these weights are for (--backbone timm:<name>) with the arguments they need "
+            "(model.timm_args, e.g. init_values=1e-5 for UNI).",
+        )
+    ignored += unexpected
+    non_finite = [k for k, t in selected.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if non_finite:
+        raise WeightsError(path, f"holds NaN or infinite values in {_listing(non_finite)}", "The file is damaged.")
+    encoder.load_state_dict(selected, strict=False)
+    loaded = {f"encoder.{key}" for key in selected}
+    model_keys = list(model.state_dict())
+    report = LoadReport(
+        path=path,
+        file_kind="timm",
+        description=f"{_KIND_NAMES['timm']} for {name}",
+        loaded=tuple(k for k in model_keys if k in loaded and not _is_counter(k)),
+        left_at_init=tuple(k for k in model_keys if k not in loaded and not _is_counter(k)),
+        ignored=tuple(ignored),
+    )
+    logger.info("loaded %s", report.summary())
+    return report
 
 
 def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadReport:
@@ -517,14 +673,6 @@ def _class_names(classes: str | Sequence[str]) -> tuple[tuple[str, ...], str | N
     return names, None
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_reference_checkpoint(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -635,7 +783,7 @@ def import_reference_checkpoint(
             "description": weights.description,
             "file": path.name,
             "path": str(path.resolve()),
-            "sha256": _file_digest(path),
+            "sha256": file_sha256(path),
             "tensors_loaded": len(report.loaded),
             "not_carried_over": list(report.ignored_layers),
         },

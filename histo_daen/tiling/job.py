@@ -20,7 +20,6 @@ ones; with different parameters it stops and names what changed, unless ``overwr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from histo_daen.atomic import atomic_write, partial_dir_for
 from histo_daen.cohort import Shard, shard_items
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
+from histo_daen.digest import file_sha256
 from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
 from histo_daen.slide import Slide, open_slide
 from histo_daen.slide.discovery import find_slides
@@ -156,7 +156,7 @@ def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
     try:
         if path.stat().st_size != n_bytes:
             return False
-        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+        return file_sha256(path) == sha256
     except OSError:
         return False
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from histo_daen.errors import ConfigError
 
@@ -28,7 +27,6 @@ __all__ = [
     "distributed_context",
     "is_main_process",
     "mean_over_ranks",
-    "unwrap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,14 +127,3 @@ def all_gather_objects(value: Any, ctx: DistributedContext) -> list[Any]:
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, value)
     return gathered
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DistributedDataParallel (and ``torch.compile``) wrappers: what checkpoints store."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model

@@ -50,7 +50,6 @@ from histo_daen.training.distributed import (
     barrier,
     distributed_context,
     mean_over_ranks,
-    unwrap,
 )
 from histo_daen.training.objective import LossTerms, TwinNetwork, classification_objective, seam_objective
 from histo_daen.training.sampling import EpochBatchSampler
@@ -335,7 +334,7 @@ def _save(
         return
     rng_states = [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
     state = checkpoint_state(
-        unwrap(model),
+        model,
         config=cfg,
         epoch=epoch,
         step=step,

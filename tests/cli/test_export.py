@@ -31,12 +31,12 @@ def map_path(tmp_path: Path) -> Path:
     return path
 
 
-def test_export_geojson_writes_beside_the_map(map_path: Path) -> None:
+def test_export_geojson_writes_beside_the_map(map_path: Path, check_qupath_geojson) -> None:
     result = CliRunner().invoke(cli, ["export", "geojson", str(map_path)])
     assert result.exit_code == 0, result.output
     target = map_path.with_name("map.geojson")
     assert f"written to {target}" in result.output
-    collection = json.loads(target.read_text())
+    collection = check_qupath_geojson(target, region=(0, 0, 1024, 768))
     assert [f["properties"]["classification"]["name"] for f in collection["features"]] == ["TE", "LYM"]
     # TE covers map columns 4-31, rows 4-43: level-0 x from 64 to 512, y from 64 to 704.
     xs = [x for x, _ in collection["features"][0]["geometry"]["coordinates"][0]]
@@ -44,13 +44,14 @@ def test_export_geojson_writes_beside_the_map(map_path: Path) -> None:
     assert (min(xs), max(xs), min(ys), max(ys)) == (64.0, 512.0, 64.0, 704.0)
 
 
-def test_export_geojson_detections_gzipped(map_path: Path, tmp_path: Path) -> None:
+def test_export_geojson_detections_gzipped(map_path: Path, tmp_path: Path, check_qupath_geojson) -> None:
     target = tmp_path / "objects.geojson.gz"
     result = CliRunner().invoke(
         cli, ["export", "geojson", str(map_path), "-o", str(target), "--object-type", "detection", "--min-area", "0"]
     )
     assert result.exit_code == 0, result.output
-    collection = json.loads(gzip.decompress(target.read_bytes()))
+    collection = check_qupath_geojson(target, region=(0, 0, 1024, 768))
+    assert collection == json.loads(gzip.decompress(target.read_bytes()))
     assert {f["properties"]["objectType"] for f in collection["features"]} == {"detection"}
 
 

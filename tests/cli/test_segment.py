@@ -18,7 +18,9 @@ def _segment(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, ["segment", *args, *FAST], env=env)
 
 
-def test_segment_one_slide(tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path) -> None:
+def test_segment_one_slide(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path, check_qupath_geojson, check_ome_zarr
+) -> None:
     out = tmp_path / "maps"
     result = _segment(str(tiny_tiff_slide.path), "--checkpoint", str(segment_checkpoint), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -28,6 +30,8 @@ def test_segment_one_slide(tiny_tiff_slide: SyntheticSlide, segment_checkpoint: 
     assert {p.name for p in folder.iterdir()} == {"map.zarr", "map.geojson", "overview.png", "summary.json"}
     assert (out / "summary.csv").read_text().startswith("slide,status,error,mpp0,map_mpp,n_tiles,tissue_mm2,TE_mm2")
     assert json.loads((folder / "summary.json").read_text())["map"]["map_mpp"] == 8.0
+    check_ome_zarr(folder / "map.zarr")
+    assert check_qupath_geojson(folder / "map.geojson", region=(0, 0, 1024, 768))["features"]
 
 
 def test_a_failing_slide_gets_an_error_line_and_the_others_finish(

@@ -118,3 +118,42 @@ def test_diff_configs_names_each_differing_field() -> None:
         "variant": ("seam", "daen"),
         "width": (None, 1.0),
     }
+
+
+# --- shipped configs, by name --------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_shipped_config_is_addressable_by_name() -> None:
+    from histo_daen.config.load import shipped_configs
+
+    shipped = shipped_configs()
+    assert list(shipped) == sorted(path.stem for path in (ROOT / "configs").glob("*.yaml"))
+    assert all(path.read_text() == (ROOT / "configs" / path.name).read_text() for path in shipped.values())
+
+
+def test_a_name_loads_the_shipped_file_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from histo_daen.config.schema import TrainConfig
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    by_name = load_config(TrainConfig, "luad_seam")
+    assert (
+        by_name
+        == load_config(TrainConfig, "luad_seam.yaml")
+        == load_config(TrainConfig, ROOT / "configs" / "luad_seam.yaml")
+    )
+    assert by_name.model.variant == "seam"
+
+
+def test_a_file_wins_over_a_shipped_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("demo").write_text("epochs: 3\n")
+    assert load_config(_Run, "demo").epochs == 3
+
+
+def test_an_unknown_name_lists_the_shipped_configs() -> None:
+    with pytest.raises(
+        ConfigError, match=r"luad_deen: config file not found, and not the name of a shipped config \(.*luad_daen"
+    ):
+        load_config(_Run, "luad_deen")

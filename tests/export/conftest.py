@@ -46,8 +46,12 @@ def write_map(
     chunk_size: int = 32,
     ngff_version: NgffVersion = "0.4",
     pyramid_levels: int | None = 3,
+    slide: dict[str, object] | None = None,
 ) -> TissueMap:
-    """Write ``labels`` (and matching scores) as a finished map through the band writer."""
+    """Write ``labels`` (and matching scores) as a finished map through the band writer.
+
+    ``slide`` replaces the recorded slide facts (e.g. ``dimensions``, ``bounds_level0``) that exports read.
+    """
     scores = scores_for(labels)
     writer = open_map_writer(
         path,
@@ -57,7 +61,7 @@ def write_map(
         map_downsample=map_downsample,
         chunk_size=chunk_size,
         ngff_version=ngff_version,
-        provenance={"slide": {"name": "synthetic.svs", "header_sha256": "abc"}},
+        provenance={"slide": slide if slide is not None else {"name": "synthetic.svs", "header_sha256": "abc"}},
     )
     for index in range(writer.n_bands):
         y0, y1 = writer.band_rows(index)
@@ -67,12 +71,14 @@ def write_map(
 
 
 @pytest.fixture
-def make_map(tmp_path: Path) -> MapFactory:
-    """``make_map(labels, **options)`` writes a finished map under tmp_path and opens it."""
+def make_map(tmp_path: Path, check_ome_zarr: Callable[[Path], None]) -> MapFactory:
+    """``make_map(labels, **options)`` writes a finished map under tmp_path, validates it (NGFF), and opens it."""
     counter = iter(range(1000))
 
     def factory(labels: np.ndarray, **options: object) -> TissueMap:
-        return write_map(tmp_path / f"map{next(counter)}.zarr", labels, **options)  # type: ignore[arg-type]
+        tissue_map = write_map(tmp_path / f"map{next(counter)}.zarr", labels, **options)  # type: ignore[arg-type]
+        check_ome_zarr(tissue_map.path)
+        return tissue_map
 
     return factory
 

@@ -1,13 +1,16 @@
-"""The OME-Zarr tissue map: band writing, resume, pyramid, NGFF metadata read back by ome-zarr, areas."""
+"""The OME-Zarr tissue map: band writing, resume, pyramid, NGFF metadata read back by ome-zarr and as napari's
+reader plugin lays it out, areas. Every map ``make_map`` writes is validated against the NGFF spec (ome-zarr-models)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from histo_daen.classes import LUAD
 from histo_daen.errors import OutputExistsError, PathError
@@ -71,6 +74,107 @@ def test_ome_zarr_reader_sees_scale_and_label_metadata(
     assert label.metadata["color"][0] == [0.0, 0.0, 0.0, 0.0]  # no tissue is transparent
     assert label.metadata["color"][1] == pytest.approx([205 / 255, 51 / 255, 51 / 255, 1.0])
     assert label.metadata["properties"][3] == {"class": "LYM", "name": "lymphocytes"}
+
+
+def _napari_layers(path: Path) -> list[tuple[list, dict, str]]:
+    """The layers napari-ome-zarr's reader hands napari: ``(data levels, layer kwargs, "image" | "labels")``.
+
+    napari-ome-zarr needs napari itself (about 100 packages: Qt shims, vispy, IPython), so the tests follow the
+    plugin's reading steps headless: ome-zarr's ``Reader`` over the store (what the plugin called up to 0.7), nodes
+    without data skipped, ``scale`` and ``translate`` from level 0's coordinate transformations without the channel
+    axis, the channel axis as ``channel_axis`` of an image layer, and a label node as a ``labels`` layer with its
+    colours and properties.
+    """
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    layers = []
+    for node in Reader(parse_url(str(path)))():
+        if not node.data:  # the labels group itself: no layer
+            continue
+        axis_types = [axis["type"] for axis in node.metadata["axes"]]
+        channel_axis = axis_types.index("channel") if "channel" in axis_types else None
+        kwargs: dict = {}
+        for transform in node.metadata["coordinateTransformations"][0]:
+            key, values = (
+                ("scale", transform["scale"]) if "scale" in transform else ("translate", transform["translation"])
+            )
+            kwargs[key] = tuple(v for index, v in enumerate(values) if index != channel_axis)
+        if node.load(Label):
+            kwargs |= {"colormap": node.metadata["color"], "properties": node.metadata["properties"]}
+            layers.append((list(node.data), kwargs, "labels"))
+        else:
+            layers.append((list(node.data), {**kwargs, "channel_axis": channel_axis}, "image"))
+    return layers
+
+
+@pytest.mark.parametrize("ngff_version", ["0.4", "0.5"])
+def test_a_viewer_lays_map_pixels_over_the_slide_pixels_they_cover(
+    make_map, ngff_version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="ome_zarr")
+    labels = np.zeros((20, 30), dtype=np.uint8)
+    labels[5:15, 5:25] = 3
+    mpp0, downsample = 0.25, 12.0  # a 40x scan mapped at 3 um per map pixel
+    tissue_map = make_map(labels, mpp0=mpp0, map_downsample=downsample, ngff_version=ngff_version)
+    (image, image_kwargs, image_kind), (label, label_kwargs, label_kind) = _napari_layers(tissue_map.path)
+    assert (image_kind, label_kind) == ("image", "labels")
+    assert image_kwargs["channel_axis"] == 0
+    assert [level.shape for level in image] == [(4, 20, 30), (4, 10, 15), (4, 5, 8)]
+    assert np.array_equal(np.asarray(label[0]), labels)
+    # Both layers share one world frame (micrometres), so the labels sit on the probabilities.
+    assert label_kwargs["scale"] == image_kwargs["scale"] == (3.0, 3.0)
+    assert label_kwargs["translate"] == image_kwargs["translate"]
+    # A slide opened beside it at (mpp0, mpp0) has level-0 pixel (r, c) at world (r, c) * mpp0; map pixel (i, j)
+    # lands on the centre of the level-0 block it was computed from: level-0 [12 i, 12 i + 12).
+    ty, tx = label_kwargs["translate"]
+    for i in (0, 7, 19):
+        world = ty + i * label_kwargs["scale"][0]
+        assert world / mpp0 == pytest.approx(downsample * i + (downsample - 1) / 2)
+    assert tx == ty
+    assert label_kwargs["colormap"][3] == pytest.approx([65 / 255, 105 / 255, 225 / 255, 1.0])  # LYM's colour
+    assert label_kwargs["properties"][3]["class"] == "LYM"
+
+
+@pytest.mark.parametrize("ngff_version", ["0.4", "0.5"])
+def test_lower_levels_stay_centred_on_the_pixels_they_average(make_map, ngff_version: str) -> None:
+    from ome_zarr_models import open_ome_zarr
+
+    tissue_map = make_map(np.ones((40, 40), dtype=np.uint8), ngff_version=ngff_version, pyramid_levels=3)
+    image = open_ome_zarr(zarr.open_group(tissue_map.path, mode="r"))
+    attributes = image.attributes if ngff_version == "0.4" else image.attributes.ome  # type: ignore[attr-defined]
+    datasets = attributes.multiscales[0].datasets
+    scale0, translation0 = (
+        t.scale if t.type == "scale" else t.translation for t in datasets[0].coordinateTransformations
+    )
+    for level, dataset in enumerate(datasets):
+        scale, translation = (
+            t.scale if t.type == "scale" else t.translation for t in dataset.coordinateTransformations
+        )
+        assert scale[1:] == [scale0[1] * 2**level] * 2
+        # Level k's pixel 0 averages level-0 pixels 0 .. 2^k - 1: its centre is their middle.
+        assert translation[1:] == pytest.approx([translation0[1] + scale0[1] * (2**level - 1) / 2] * 2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["axis order", "scale length", "label level missing"],
+)
+def test_the_ngff_checker_refuses_a_damaged_map(make_map, quadrant_labels, damage: str, check_ome_zarr) -> None:
+    tissue_map = make_map(quadrant_labels)  # validated as written
+    root = zarr.open_group(tissue_map.path, mode="r+")
+    if damage == "label level missing":
+        shutil.rmtree(tissue_map.path / "labels" / "tissue_classes" / "s2")
+    else:
+        multiscales = root.attrs["multiscales"]
+        if damage == "axis order":
+            axes = multiscales[0]["axes"]
+            multiscales[0]["axes"] = [*axes[1:], axes[0]]  # the spec orders channel before space
+        else:
+            multiscales[0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [8.0, 8.0]  # 2 values, 3 axes
+        root.attrs["multiscales"] = multiscales
+    with pytest.raises((ValueError, KeyError, FileNotFoundError)):
+        check_ome_zarr(tissue_map.path)
 
 
 def test_ngff_04_layout_on_disk(make_map, quadrant_labels: np.ndarray) -> None:

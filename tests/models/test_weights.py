@@ -416,9 +416,7 @@ def test_truncated_pth(backbone_file: Path, keep: float) -> None:
     data = backbone_file.read_bytes()
     backbone_file.write_bytes(data[: int(len(data) * keep)])
 
-    with pytest.raises(
-        WeightsError, match=r"resnet38_backbone\.pth: is not a readable PyTorch weights file, or it is truncated"
-    ):
+    with pytest.raises(WeightsError, match=r"resnet38_backbone\.pth: is truncated or corrupt.*copy the file again"):
         load_pretrained(_resnet38(), backbone_file)
 
 
@@ -431,15 +429,22 @@ def test_truncated_mxnet_params(mxnet_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content",
-    [np.random.default_rng(5).integers(0, 256, 8192, dtype=np.uint8).tobytes(), b"", b"epoch 8, loss 0.31\n"],
+    ("content", "problem"),
+    [
+        (
+            b"\x80" + np.random.default_rng(5).integers(0, 256, 8192, dtype=np.uint8).tobytes(),
+            "is truncated or corrupt",
+        ),
+        (b"", r"is empty \(0 bytes\)"),
+        (b"epoch 8, loss 0.31\n", r"is not a PyTorch weights file \(neither a zip archive nor a pickle\)"),
+    ],
     ids=["random-bytes", "empty", "text"],
 )
-def test_files_that_are_not_pytorch(tmp_path: Path, content: bytes) -> None:
+def test_files_that_are_not_pytorch(tmp_path: Path, content: bytes, problem: str) -> None:
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
 
-    with pytest.raises(WeightsError, match=r"weights\.pth: is not a readable PyTorch weights file"):
+    with pytest.raises(WeightsError, match=rf"weights\.pth: {problem}"):
         load_pretrained(_resnet38(), path)
 
 

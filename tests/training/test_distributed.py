@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from histo_daen.errors import ConfigError
 from histo_daen.training.distributed import (
@@ -10,7 +9,6 @@ from histo_daen.training.distributed import (
     all_gather_objects,
     distributed_context,
     mean_over_ranks,
-    unwrap,
 )
 
 
@@ -31,7 +29,5 @@ def test_inconsistent_torchrun_environment_is_refused(monkeypatch: pytest.Monkey
         context.__enter__()
 
 
-def test_unwrap_returns_a_bare_module_unchanged() -> None:
-    module = nn.Linear(2, 2)
-    assert unwrap(module) is module
+def test_a_context_of_rank_0_is_the_main_process() -> None:
     assert DistributedContext(torch.device("cpu")).is_main
