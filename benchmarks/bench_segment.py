@@ -8,7 +8,7 @@ weights do not change its speed. Each measurement runs in its own process, so it
 - model only: the plan's tiles are read into memory first (not timed), then the model (``CamPredictor``: CAMs as
   evaluation computes them) runs on the same batches as ``segment``, including the move to the device: the floor.
 - streaming inference: ``segment_slide`` (background reads, model, stitching, map bands written to Zarr).
-- segment: ``segment_slides``, what ``histo-daen segment`` runs: the above plus the map pyramid, GeoJSON, the
+- segment: ``segment_cohort``, what ``histo-daen segment`` runs: the above plus the map pyramid, GeoJSON, the
   overview picture and summary.json, from loading the checkpoint to the last file.
 - baseline: imports, the checkpoint loaded and the slide planned, no inference: the fixed memory of a process.
 
@@ -73,16 +73,16 @@ def child(mode: str, slide_path: Path, checkpoint: Path, batch_size: int, worker
     config = _config(batch_size, workers)
     device = torch.device("cpu")
     if mode == "segment":
-        from histo_daen.pipeline import segment_slides
+        from histo_daen.jobs.segment import segment_cohort
 
         with tempfile.TemporaryDirectory(dir=REPO / "bench_output") as out:
             started = time.perf_counter()
-            report = segment_slides([slide_path], out, checkpoint=checkpoint, config=config, device=device)
+            report = segment_cohort([slide_path], out, checkpoint=checkpoint, config=config, device=device)
             seconds = time.perf_counter() - started
         (outcome,) = report.outcomes
-        if outcome.status != "done" or outcome.stats is None:
+        if outcome.status != "done" or outcome.result is None or outcome.result.stats is None:
             raise RuntimeError(f"segment failed: {outcome.error}")
-        return {"seconds": seconds, "n_tiles": outcome.stats.n_tiles, "peak_mb": _peak_rss_mb()}
+        return {"seconds": seconds, "n_tiles": outcome.result.stats.n_tiles, "peak_mb": _peak_rss_mb()}
     plan, predictor = _plan(slide_path, checkpoint, config)
     if mode == "baseline":
         return {"n_tiles": len(plan.tiles), "peak_mb": _peak_rss_mb()}

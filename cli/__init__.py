@@ -1,7 +1,8 @@
 """The ``histo-daen`` command line: a click group whose commands load lazily, so ``--help`` is instant.
 
-Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it); 2 usage error (click); 3 a cohort
-command finished but some inputs failed (each reported on its own ``Error:`` line).
+Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it; also a cohort command's only input
+failing); 2 usage error (click); 3 a cohort command finished but some of its inputs failed (each reported on its
+own ``Error:`` line). Commands parse options, call one job of :mod:`histo_daen.jobs` and echo its result.
 """
 
 from __future__ import annotations

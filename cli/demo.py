@@ -38,7 +38,7 @@ def demo_command(output: Path, workers: int | None, config_path: Path | None, ov
 
     from histo_daen.config import load_config
     from histo_daen.config.schema import DemoConfig
-    from histo_daen.demo import run_demo
+    from histo_daen.jobs.demo import run_demo
 
     config = load_config(DemoConfig, config_path, overrides=list(overrides))
     with logging_redirect_tqdm():

@@ -83,8 +83,7 @@ def evaluate_command(
     from histo_daen.config import load_config
     from histo_daen.config.load import parse_overrides
     from histo_daen.config.schema import EvaluateConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.evaluation.evaluate import evaluate
+    from histo_daen.jobs.evaluate import run_evaluation
 
     options_given = {
         "split": split,
@@ -95,9 +94,7 @@ def evaluate_command(
     }
     base = load_config(EvaluateConfig, config_path, overrides=parse_overrides(overrides))
     cfg = load_config(EvaluateConfig, base=base, overrides=options_given)
-    result = evaluate(
-        checkpoint, data_root, output, cfg, device=resolve_device(device), overwrite=overwrite, progress=True
-    )
+    result = run_evaluation(checkpoint, data_root, output, cfg, device=device, overwrite=overwrite, progress=True)
     record = result.record
     click.echo(
         f"{record['method']} on {record['dataset']['split']} ({result.n_images} patches, "

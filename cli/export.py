@@ -70,7 +70,7 @@ def geojson_command(
     from histo_daen.config import load_config
     from histo_daen.config.schema import SegmentConfig
     from histo_daen.errors import OutputExistsError
-    from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
+    from histo_daen.export.geojson import geojson_options, write_geojson
     from histo_daen.export.zarr_map import read_tissue_map
 
     cfg = load_config(
@@ -87,11 +87,6 @@ def geojson_command(
     target = output if output is not None else map_path.with_name("map.geojson")
     if target.exists() and not overwrite:
         raise OutputExistsError(target, "exists", "Pass --overwrite to replace it, or choose another file with -o.")
-    options_chosen = GeoJsonOptions(
-        object_type=cfg.geojson_object_type,
-        simplify_map_pixels=cfg.geojson_simplify,
-        min_area_um2=cfg.geojson_min_area_um2,
-        origin_xy_level0=qupath_origin(tissue_map) if cfg.geojson_bounds_offset else (0.0, 0.0),
-    )
+    options_chosen = geojson_options(cfg, tissue_map)
     write_geojson(tissue_map, target, options=options_chosen)
     click.echo(f"GeoJSON ({options_chosen.object_type}s, level-0 pixel coordinates) written to {target}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import click
-from histo_daen.cli import EXIT_SOME_FAILED, options
+from histo_daen.cli import options
 
 __all__ = ["segment_command"]
 
@@ -95,14 +96,13 @@ def segment_command(
       torchrun --nproc_per_node=4 --no-python histo-daen segment cohort/ --checkpoint last.pt -o maps/
       histo-daen segment slide.tiff --slide-mpp 0.25 --checkpoint last.pt -o maps/ inference.flip=true
     """
+    from histo_daen.cli.cohort_report import echo_failure, echo_line, exit_for, shard_text
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.cohort import parse_shard, shard_from_environment
     from histo_daen.config import load_config
     from histo_daen.config.load import parse_overrides
     from histo_daen.config.schema import SegmentConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.pipeline import segment_slides
+    from histo_daen.jobs.segment import segment_cohort
 
     slides, overrides = _split_inputs(inputs)
     if not slides:
@@ -117,38 +117,33 @@ def segment_command(
     }
     base = load_config(SegmentConfig, config_path, overrides=parse_overrides(overrides))
     cfg = load_config(SegmentConfig, base=base, overrides=options_given)
-    chosen_shard = parse_shard(shard) if shard is not None else shard_from_environment(os.environ)
-    resolved = resolve_device(device)
-    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
-        resolved = resolve_device(f"cuda:{int(os.environ['LOCAL_RANK'])}")  # one GPU per torchrun process
+
+    def report_outcome(outcome: Any) -> None:
+        if outcome.status == "failed":
+            echo_failure(outcome)
+            return
+        summary, stats = outcome.result.summary, outcome.result.stats
+        areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.1f}%" for a in summary.get("areas", []))
+        speed = f", {stats.n_tiles_run} tiles at {stats.tiles_per_second:.1f} tiles/s" if stats is not None else ""
+        state = "done" if outcome.status == "done" else "already done"
+        echo_line(f"{outcome.slide.name}: {state}{speed}; tissue {summary.get('tissue_mm2', 0):.2f} mm² ({areas})")
+        echo_line(f"  -> {outcome.folder}")
+
     with logging_redirect_tqdm():
-        report = segment_slides(
+        report = segment_cohort(
             slides,
             output,
             checkpoint=checkpoint,
             config=cfg,
-            device=resolved,
-            shard=chosen_shard,
+            device=device,
+            shard=shard,
             overwrite=overwrite,
             progress=True,
+            on_outcome=report_outcome,
         )
-    for outcome in report.outcomes:
-        if outcome.status == "failed":
-            click.echo(f"Error: {outcome.error}", err=True)
-            continue
-        summary = outcome.summary or {}
-        areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.1f}%" for a in summary.get("areas", []))
-        speed = ""
-        if outcome.stats is not None:
-            speed = f", {outcome.stats.n_tiles_run} tiles at {outcome.stats.tiles_per_second:.1f} tiles/s"
-        state = "done" if outcome.status == "done" else "already done"
-        click.echo(f"{outcome.slide.name}: {state}{speed}; tissue {summary.get('tissue_mm2', 0):.2f} mm² ({areas})")
-        click.echo(f"  -> {outcome.folder}")
     n_failed = len(report.failed)
-    shard_text = f" (shard {chosen_shard})" if chosen_shard is not None else ""
     click.echo(
-        f"{len(report.outcomes)} slide(s){shard_text}: {len(report.outcomes) - n_failed} ok, {n_failed} failed. "
-        f"Areas of every slide: {report.summary_csv}"
+        f"{len(report.outcomes)} slide(s){shard_text(report)}: {len(report.outcomes) - n_failed} ok, {n_failed} "
+        f"failed. Areas of every slide: {report.table}"
     )
-    if n_failed:
-        raise SystemExit(EXIT_SOME_FAILED)
+    exit_for(report)

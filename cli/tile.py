@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import click
-from histo_daen.cli import EXIT_SOME_FAILED, options
+from histo_daen.cli import options
 
 __all__ = ["tile_command"]
 
@@ -86,12 +86,12 @@ def tile_command(
       histo-daen tile slide.svs -o tiles/ --level0 --backend tiffslide   # full-resolution reads, faster reader
       histo-daen synth-slide -o demo.svs && histo-daen tile demo.svs -o tiles/   # try it on a synthetic slide
     """
+    from histo_daen.cli.cohort_report import echo_failure, echo_line, exit_for, shard_text
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.cohort import parse_shard, shard_from_environment
     from histo_daen.config import load_config
     from histo_daen.config.schema import TileConfig
-    from histo_daen.tiling import SlideFailure, SlideTilingResult, tile_slides
+    from histo_daen.jobs.tile import tile_cohort
 
     config = load_config(
         TileConfig,
@@ -108,32 +108,29 @@ def tile_command(
             "slide_mpp": slide_mpp,
         },
     )
-    chosen_shard = parse_shard(shard) if shard is not None else shard_from_environment(os.environ)
 
-    def report(outcome: SlideTilingResult | SlideFailure) -> None:
-        if isinstance(outcome, SlideFailure):
-            click.echo(f"Error: {outcome.error}", err=True)
+    def report_outcome(outcome: Any) -> None:
+        if outcome.status == "failed":
+            echo_failure(outcome)
         else:
-            click.echo(outcome.summary())
+            echo_line(outcome.result.summary())
 
     with logging_redirect_tqdm():
-        result = tile_slides(
+        report = tile_cohort(
             slides,
             output,
             config,
             workers=workers,
             overwrite=overwrite,
-            shard=chosen_shard,
+            shard=shard,
             progress=True,
-            report=report,
+            on_outcome=report_outcome,
         )
-    if result.failures:
-        if result.n_inputs == 1:  # a single slide: its error is the whole story (exit 1), already printed
-            raise SystemExit(1)
-        shard_text = f" (shard {chosen_shard})" if chosen_shard is not None else ""
-        click.echo(f"{result.n_inputs} slides{shard_text}: {len(result.results)} tiled, {len(result.failures)} failed.")
-        raise SystemExit(EXIT_SOME_FAILED)
-    if not result.results:
-        click.echo(f"No slides to tile in shard {chosen_shard}." if chosen_shard is not None else "No slides to tile.")
-    elif len(result.results) > 1:
-        click.echo(f"{len(result.results)} slides tiled into {output}")
+    tiled = len(report.succeeded)
+    if report.failed and len(report.outcomes) > 1:
+        click.echo(f"{len(report.outcomes)} slides{shard_text(report)}: {tiled} tiled, {len(report.failed)} failed.")
+    elif not report.outcomes:
+        click.echo(f"No slides to tile{shard_text(report)}.")
+    elif tiled > 1 and not report.failed:
+        click.echo(f"{tiled} slides tiled into {output}")
+    exit_for(report)

@@ -115,8 +115,7 @@ def train_command(
 
     from histo_daen.config import load_config
     from histo_daen.config.schema import TrainConfig
-    from histo_daen.training.distributed import is_main_process
-    from histo_daen.training.loop import train
+    from histo_daen.jobs.train import run_training
 
     cli_options = {
         "data": {"dataset": dataset, "root": data_root, "workers": workers},
@@ -129,9 +128,10 @@ def train_command(
     if overrides:
         cfg = load_config(TrainConfig, base=cfg, overrides=list(overrides))
     with logging_redirect_tqdm():
-        result = train(cfg, output_dir=output, device=device, resume=resume, overwrite=overwrite, progress=True)
-    if not is_main_process():
+        run = run_training(cfg, output, device=device, resume=resume, overwrite=overwrite, progress=True)
+    if not run.reports:  # under torchrun, rank 0 prints the result
         return
+    result = run.result
     loss = result.losses.get("loss")
     loss_text = f", loss {loss:.4f}" if loss is not None else ""
     click.echo(

@@ -7,10 +7,20 @@ import functools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "partial_dir_for"]
+from histo_daen.errors import PathError
+
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "partial_dir_for",
+    "prepare_output_folder",
+]
 
 
 @functools.cache
@@ -64,6 +74,31 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and its parents) and prove a file can be written in it, before any long work.
+
+    The one check of an output folder: cohort jobs run it on their output before touching a slide.
+
+    Raises:
+        PathError: the path is a file, part of it is a file, or the folder cannot be written (with what to do).
+    """
+    target = Path(folder)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise PathError(target, "is a file, not a folder", "Choose a folder for --output.") from None
+    except NotADirectoryError:
+        raise PathError(target, "cannot be created: part of the path is a file", "Choose another --output.") from None
+    except OSError as err:
+        raise PathError(
+            target, f"cannot be written ({err.strerror})", "Choose another --output folder or fix its permissions."
+        ) from err
+    return target
 
 
 def partial_dir_for(path: str | os.PathLike[str]) -> Path:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from histo_daen.errors import ConfigError
+from histo_daen.torchrun import ProcessPlace, process_place
 
-__all__ = ["AutocastSettings", "autocast_settings", "resolve_device"]
+__all__ = ["AutocastSettings", "autocast_settings", "place_device", "process_device", "resolve_device"]
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -30,6 +31,23 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise ConfigError(f"device {spec!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
+
+
+def place_device(device: torch.device, place: ProcessPlace) -> torch.device:
+    """Under torchrun, an unnumbered CUDA device is this process's own GPU, ``cuda:LOCAL_RANK``; else ``device``."""
+    if device.type == "cuda" and device.index is None and place.under_torchrun:
+        return torch.device("cuda", place.local_rank)
+    return device
+
+
+def process_device(spec: str | torch.device = "auto", place: ProcessPlace | None = None) -> torch.device:
+    """The device this process works on: :func:`resolve_device`, then one GPU per torchrun process.
+
+    What every job calls at its entry: ``"auto"`` or ``"cuda"`` under ``torchrun --nproc_per_node=4`` gives each
+    process its own ``cuda:LOCAL_RANK`` (so four processes do not share one GPU); an explicit ``cuda:N`` is kept.
+    """
+    device = resolve_device(spec) if isinstance(spec, str) else spec
+    return place_device(device, process_place() if place is None else place)
 
 
 @dataclass(frozen=True)

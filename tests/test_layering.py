@@ -1,4 +1,5 @@
-"""The architecture as a test: imports point down the chain of docs/design, and slide/tiling never load torch."""
+"""The architecture as a test: imports point down the chain of docs/design, slide/tiling never load torch, the jobs
+are the top of the library, and the commands that run a job reach the library through it alone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "histo_daen"
 
 # Lower rank = more basic. A module may import from its own rank's package or from lower ranks only.
-FOUNDATION = {"errors", "classes", "atomic", "seeding", "cohort", "config", "devices", "digest"}
+FOUNDATION = {"errors", "classes", "atomic", "seeding", "config", "devices", "digest", "provenance", "torchrun"}
 RANKS: dict[str, int] = {name: 0 for name in FOUNDATION} | {
     "slide": 1,
     "tiling": 2,
@@ -23,8 +24,9 @@ RANKS: dict[str, int] = {name: 0 for name in FOUNDATION} | {
     "inference": 5,
     "evaluation": 6,
     "export": 6,
+    "jobs": 7,
 }
-TOP_LEVEL_RANK = 7  # orchestration modules at the package top (pipeline, demo) may use everything
+TOP_LEVEL_RANK = 8  # the package's __init__ (lazy public names) may name anything
 
 
 def _component(module: str) -> str | None:
@@ -62,8 +64,8 @@ def test_imports_point_down_the_chain() -> None:
             if target is None or target == own or target == "__version__":
                 continue
             target_rank = RANKS.get(target, TOP_LEVEL_RANK)
-            # Siblings of one rank (training/inference, evaluation/export) stay independent; foundation modules
-            # and the top-level orchestration modules may use each other.
+            # Siblings of one rank (training/inference, evaluation/export) stay independent; foundation modules may
+            # use each other.
             sibling_clash = target_rank == own_rank and target != own and 0 < own_rank < TOP_LEVEL_RANK
             if target_rank > own_rank or sibling_clash:
                 violations.append(
@@ -102,3 +104,42 @@ def test_cli_modules_hold_no_torch_imports_at_module_level() -> None:
                 if any(n.split(".")[0] in {"torch", "torchvision", "zarr", "matplotlib"} for n in names):
                     offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_every_package_module_has_a_rank() -> None:
+    """A new top-level module or package must be placed in the chain (or the foundation) on purpose."""
+    unplaced = sorted(
+        path.name.removesuffix(".py")
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists()))
+        and path.name.removesuffix(".py") not in RANKS
+        and path.name != "__init__.py"
+    )
+    assert not unplaced, f"give these a rank in RANKS: {unplaced}"
+
+
+# Commands that run a job import the library only through jobs and the foundation (parse, call one job, echo).
+JOB_COMMANDS = {"tile", "segment", "train", "evaluate", "demo"}
+
+
+def test_job_commands_reach_the_library_through_jobs_only() -> None:
+    violations = []
+    for name in sorted(JOB_COMMANDS):
+        path = ROOT / "cli" / f"{name}.py"
+        for lineno, module in _imports(path):
+            target = _component(module)
+            if target is not None and target not in FOUNDATION | {"jobs", "cli"}:
+                violations.append(f"cli/{name}.py:{lineno} imports {module}")
+    assert not violations, "\n".join(violations)
+
+
+def test_nothing_below_the_jobs_knows_about_cohorts() -> None:
+    """Shards, folder naming and slide discovery for cohorts belong to histo_daen.jobs.cohort alone."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] == "jobs":
+            continue
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.relative_to(ROOT)}: {word}" for word in ("Shard", "find_slides(") if word in text]
+    allowed = {"histo_daen/slide/discovery.py: find_slides(", "histo_daen/slide/__init__.py: find_slides("}
+    assert not [o for o in offenders if o not in allowed], offenders

@@ -86,3 +86,16 @@ def test_demo_runs_from_the_installed_wheel(tmp_path: Path) -> None:
             for key, value in values.items():
                 if (section, key) not in overridden:
                     assert used[section][key] == value, f"{section}.{key}"
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    """setuptools installs only the packages pyproject.toml lists: a new subpackage must be added there."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        "histo_daen." + ".".join(path.parent.relative_to(ROOT / "histo_daen").parts)
+        for path in (ROOT / "histo_daen").rglob("__init__.py")
+    }
+    found = {name.rstrip(".") for name in found} | {"histo_daen.cli", "histo_daen.configs"}
+    assert found == listed

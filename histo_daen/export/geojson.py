@@ -33,6 +33,7 @@ from shapely.geometry.base import BaseGeometry
 
 from histo_daen.atomic import atomic_write
 from histo_daen.classes import ClassSet
+from histo_daen.config.schema import SegmentConfig
 from histo_daen.export.zarr_map import TissueMap
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "ObjectType",
     "class_geometries",
     "geojson_features",
+    "geojson_options",
     "qupath_origin",
     "slide_region",
     "write_geojson",
@@ -275,6 +277,16 @@ def _mean_class_scores(tissue_map: TissueMap) -> dict[int, dict[str, float]]:
             sums[index] += float(band_scores[index][where].sum())
             counts[index] += int(where.sum())
     return {index + 1: {"mean_probability": sums[index] / counts[index]} for index in range(n_classes) if counts[index]}
+
+
+def geojson_options(config: SegmentConfig, tissue_map: TissueMap) -> GeoJsonOptions:
+    """The GeoJSON options a segment config asks for, for one map (``segment`` and ``export geojson`` alike)."""
+    return GeoJsonOptions(
+        object_type=config.geojson_object_type,
+        simplify_map_pixels=config.geojson_simplify,
+        min_area_um2=config.geojson_min_area_um2,
+        origin_xy_level0=qupath_origin(tissue_map) if config.geojson_bounds_offset else (0.0, 0.0),
+    )
 
 
 def write_geojson(

@@ -35,8 +35,8 @@ from zarr.codecs import ZstdCodec
 
 from histo_daen import __version__
 from histo_daen.classes import NO_TISSUE_MAP_VALUE, ClassSet, class_set_for
-from histo_daen.config import diff_configs
 from histo_daen.errors import OutputExistsError, PathError
+from histo_daen.provenance import require_same
 
 __all__ = [
     "LABEL_NAME",
@@ -447,15 +447,13 @@ def _reopen_writer(target: Path, requested: dict[str, Any]) -> TissueMapWriter |
         raise OutputExistsError(
             target, "exists and is not a histo-daen tissue map", "Move it away, or pass --overwrite to replace it."
         ) from err
-    stored_parameters = {key: stored.get(key) for key in requested}
-    differing = diff_configs(stored_parameters, requested)
-    if differing:
-        changes = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(differing.items()))
-        raise OutputExistsError(
-            target,
-            f"holds an unfinished map made with other settings ({changes})",
-            "Pass --overwrite to start it again, or rerun with the settings it was made with.",
-        )
+    require_same(
+        {key: stored.get(key) for key in requested},
+        requested,
+        path=target,
+        subject="holds an unfinished map made with other settings",
+        hint="Pass --overwrite to start it again, or rerun with the settings it was made with.",
+    )
     return TissueMapWriter(target, group)
 
 

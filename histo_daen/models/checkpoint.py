@@ -34,11 +34,12 @@ from torch import nn
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write
 from histo_daen.classes import class_set
-from histo_daen.config.load import config_from_mapping, diff_configs, to_plain_dict
+from histo_daen.config.load import config_from_mapping, to_plain_dict
 from histo_daen.config.schema import ModelConfig
 from histo_daen.errors import CheckpointError, ConfigError
 from histo_daen.models.registry import build_model
 from histo_daen.models.safe_load import TorchFile, safe_torch_load
+from histo_daen.provenance import require_same
 
 __all__ = [
     "FORMAT_VERSION",
@@ -248,14 +249,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
         )
     stored = model_config_of(loaded, source)
     if expected_model is not None:
-        differing = diff_configs(to_plain_dict(stored), to_plain_dict(expected_model))
-        if differing:
-            listed = "; ".join(f"{key}: stored {a!r}, requested {b!r}" for key, (a, b) in differing.items())
-            raise CheckpointError(
-                source,
-                f"was made with another model config ({listed})",
-                "Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",
-            )
+        require_same(
+            to_plain_dict(stored),
+            to_plain_dict(expected_model),
+            path=source,
+            subject="was made with another model config",
+            hint="Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",
+            error=CheckpointError,
+        )
     return loaded
 
 

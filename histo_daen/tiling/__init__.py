@@ -1,4 +1,5 @@
-"""Tiling: tissue mask, tile grid at a target resolution, tile reads, parallel extraction, manifests, resumable jobs.
+"""Tiling: tissue mask, tile grid at a target resolution, tile reads, parallel extraction, manifests, one slide's
+resumable tile folder (cohorts: :mod:`histo_daen.jobs.tile`).
 
 Never imports torch. Names load lazily (PEP 562): a worker process that imports :mod:`histo_daen.tiling.extract`
 does not pay for scikit-image, tqdm or the config loader, which only the parent needs.
@@ -25,11 +26,9 @@ _EXPORTS = {
     "find_tissue": "grid",
     "tile_grid": "grid",
     "tissue_fractions": "grid",
-    "CohortTilingResult": "job",
-    "SlideFailure": "job",
-    "SlideTilingResult": "job",
-    "tile_slide": "job",
-    "tile_slides": "job",
+    "SlideTilingResult": "folder",
+    "tile_slide": "folder",
+    "write_tiling_pictures": "pictures",
     "pen_mask": "tissue",
     "tissue_mask": "tissue",
 }

@@ -31,7 +31,6 @@ __all__ = [
     "MANIFEST_JSON",
     "ManifestRow",
     "append_journal",
-    "changed_fields",
     "read_header",
     "read_journal",
     "read_manifest",
@@ -117,26 +116,6 @@ def read_header(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return header if isinstance(header, dict) and "parameters" in header else None
-
-
-def changed_fields(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """What differs between a stored and a requested header, as ``{"name": (stored, requested)}``.
-
-    Compares the parameters and the slide's content identity (size, dimensions, header hash), not its path:
-    a moved slide resumes, a rewritten one does not.
-    """
-    differing: dict[str, tuple[Any, Any]] = {}
-    stored_parameters, requested_parameters = stored.get("parameters", {}), requested.get("parameters", {})
-    for key in sorted(set(stored_parameters) | set(requested_parameters)):
-        if stored_parameters.get(key) != requested_parameters.get(key):
-            differing[key] = (stored_parameters.get(key), requested_parameters.get(key))
-    stored_slide, requested_slide = stored.get("slide", {}), requested.get("slide", {})
-    for key in ("size_bytes", "dimensions", "header_sha256"):
-        if stored_slide.get(key) != requested_slide.get(key):
-            differing[f"slide {key}"] = (stored_slide.get(key), requested_slide.get(key))
-    if stored.get("format_version") != requested.get("format_version"):
-        differing["format_version"] = (stored.get("format_version"), requested.get("format_version"))
-    return differing
 
 
 def append_journal(path: Path, entries: Iterable[tuple[int, int, str]]) -> None:

@@ -1,4 +1,4 @@
-"""torchrun's process group, and the few collective helpers the loop needs. The only reader of RANK/WORLD_SIZE.
+"""torchrun's process group, and the few collective helpers the loop needs (the place: :mod:`histo_daen.torchrun`).
 
 One code path: a plain ``python`` process is a world of size 1 (no process group, every helper a no-op); under
 ``torchrun`` the group is created from the environment with gloo on CPU and NCCL on CUDA, and each process uses
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,13 +18,13 @@ import torch
 import torch.distributed as dist
 
 from histo_daen.errors import ConfigError
+from histo_daen.torchrun import process_place
 
 __all__ = [
     "DistributedContext",
     "all_gather_objects",
     "barrier",
     "distributed_context",
-    "is_main_process",
     "mean_over_ranks",
 ]
 
@@ -52,18 +51,6 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def _environment_ranks(environ: Mapping[str, str]) -> tuple[int, int, int]:
-    try:
-        world_size = int(environ.get("WORLD_SIZE", "1"))
-        rank = int(environ.get("RANK", "0"))
-        local_rank = int(environ.get("LOCAL_RANK", "0"))
-    except ValueError as err:
-        raise ConfigError(f"RANK/LOCAL_RANK/WORLD_SIZE in the environment are not integers: {err}") from err
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"RANK={rank} WORLD_SIZE={world_size} in the environment do not fit together")
-    return rank, local_rank, world_size
-
-
 @contextlib.contextmanager
 def distributed_context(device: torch.device, *, timeout_s: float = 1800.0) -> Iterator[DistributedContext]:
     """Set up (and finally tear down) the process group torchrun describes in the environment.
@@ -75,12 +62,13 @@ def distributed_context(device: torch.device, *, timeout_s: float = 1800.0) -> I
     Yields:
         The context; a world of size 1 outside torchrun, with no process group created.
     """
-    rank, local_rank, world_size = _environment_ranks(os.environ)
+    place = process_place()
+    rank, local_rank, world_size = place.rank, place.local_rank, place.world_size
     if world_size == 1:
         yield DistributedContext(device=device)
         return
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank)  # one GPU per process, whatever index was asked for
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
@@ -96,11 +84,6 @@ def distributed_context(device: torch.device, *, timeout_s: float = 1800.0) -> I
     finally:
         if created:
             dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    """Whether this process is rank 0 of its torchrun world (True outside torchrun): for printing results."""
-    return _environment_ranks(os.environ)[0] == 0
 
 
 def barrier(ctx: DistributedContext) -> None:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from histo_daen.atomic import atomic_write_text
-from histo_daen.config.load import diff_configs, dump_config, to_plain_dict
+from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import TrainConfig
 from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import dataset_spec, load_splits
@@ -42,6 +42,7 @@ from histo_daen.devices import autocast_settings, resolve_device
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError, WeightsError
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
+from histo_daen.provenance import require_same
 from histo_daen.seeding import get_rng_state, seed_everything, set_rng_state
 from histo_daen.training.affine import TwinTransform
 from histo_daen.training.distributed import (
@@ -260,18 +261,15 @@ def _restore(
 ) -> tuple[int, dict[str, float]]:
     """Load ``last.pt`` into the run's objects after checking its config; returns its step and last losses."""
     state = read_checkpoint(path, expected_model=cfg.model)
-    differing = {
-        key: values
-        for key, values in diff_configs(state.get("config", {}), to_plain_dict(cfg)).items()
-        if key not in RESUMABLE_CHANGES
-    }
-    if differing:
-        listed = "; ".join(f"{key}: stored {a!r}, requested {b!r}" for key, (a, b) in differing.items())
-        raise CheckpointError(
-            path,
-            f"was written by a run with another configuration ({listed})",
-            "Resume with the run's own config (its config.yaml), or start a new run with another -o folder.",
-        )
+    require_same(
+        state.get("config", {}),
+        to_plain_dict(cfg),
+        path=path,
+        subject="was written by a run with another configuration",
+        hint="Resume with the run's own config (its config.yaml), or start a new run with another -o folder.",
+        error=CheckpointError,
+        ignore=RESUMABLE_CHANGES,
+    )
     for key in ("optimizer", "scheduler", "rng"):
         if key not in state:
             raise CheckpointError(path, f"holds no {key} state (not a training checkpoint)", "Start a new run.")

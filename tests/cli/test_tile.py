@@ -114,7 +114,10 @@ def test_changed_settings_name_the_change(tiny_slide: SyntheticSlide, tmp_path: 
     assert _run(tiny_slide.path, "-o", tmp_path, *FAST)[0] == 0
     code, _, err = _run(tiny_slide.path, "-o", tmp_path, "--tile-size", "96", "--workers", "1")
     assert code == 1
-    assert "tiny: was tiled with other settings (tile_size 64 -> 96). Pass --overwrite" in err
+    assert (
+        "tiny: was tiled from another slide or with other settings (parameters.tile_size: stored 64, requested 96). "
+        "Pass --overwrite" in err
+    )
 
 
 @pytest.mark.realdata
@@ -191,4 +194,4 @@ def test_level0_tiles_equal_a_level0_read_shrunk_with_area_averaging(
 def test_switching_pyramid_to_level0_names_the_change(tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
     assert _run(tiny_slide.path, "-o", tmp_path, *FAST)[0] == 0
     code, _, err = _run(tiny_slide.path, "-o", tmp_path, "--level0", *FAST)
-    assert code == 1 and "use_pyramid True -> False" in err
+    assert code == 1 and "parameters.use_pyramid: stored True, requested False" in err

@@ -10,7 +10,7 @@ from histo_daen.config.schema import DataConfig, TileConfig
 from histo_daen.data.registry import load_splits
 from histo_daen.data.tiles import check_tiles
 from histo_daen.errors import DatasetError
-from histo_daen.tiling.job import tile_slide
+from histo_daen.tiling import tile_slide
 from histo_daen.tiling.manifest import read_manifest
 
 
@@ -18,7 +18,7 @@ from histo_daen.tiling.manifest import read_manifest
 def tiled(tiny_slide: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cohort tiling output (one slide) of 64 px tiles at 2 um/px."""
     output = tmp_path_factory.mktemp("tiled") / "tiles"
-    tile_slide(tiny_slide.path, output, TileConfig(target_mpp=2.0, tile_size=64), workers=0)
+    tile_slide(tiny_slide.path, output / "tiny", TileConfig(target_mpp=2.0, tile_size=64), workers=0)
     return output
 
 

@@ -209,7 +209,7 @@ def test_bands_are_recorded_and_a_reopened_writer_resumes(tmp_path: Path) -> Non
 def test_reopening_with_other_settings_names_what_changed(tmp_path: Path) -> None:
     path = tmp_path / "map.zarr"
     _writer(path)
-    with pytest.raises(OutputExistsError, match=r"map\.zarr: .*mpp0: 0\.5 -> 0\.25.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"map\.zarr: .*mpp0: stored 0\.5, requested 0\.25.*--overwrite"):
         _writer(path, mpp0=0.25)
 
 

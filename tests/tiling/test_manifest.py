@@ -9,7 +9,6 @@ from histo_daen.tiling.manifest import (
     COLUMNS,
     ManifestRow,
     append_journal,
-    changed_fields,
     read_header,
     read_journal,
     read_manifest,
@@ -49,20 +48,6 @@ def test_journal_ignores_a_line_cut_by_a_kill(tmp_path: Path) -> None:
         handle.write("2,12,abab")  # the process died mid-line
     assert read_journal(journal) == {0: (10, DIGEST), 1: (11, DIGEST)}
     assert read_journal(tmp_path / "absent.csv") == {}
-
-
-def test_changed_fields_names_parameters_and_slide_content_not_its_path() -> None:
-    stored = {
-        "format_version": 1,
-        "parameters": {"tile_size": 224, "target_mpp": 1.0},
-        "slide": {"path": "/a/s.svs", "size_bytes": 5, "dimensions": [4, 4], "header_sha256": "x"},
-    }
-    moved = {**stored, "slide": {**stored["slide"], "path": "/b/s.svs"}}
-    assert changed_fields(stored, moved) == {}
-    other = {**stored, "parameters": {"tile_size": 256, "target_mpp": 1.0}}
-    assert changed_fields(stored, other) == {"tile_size": (224, 256)}
-    rewritten = {**stored, "slide": {**stored["slide"], "header_sha256": "y"}}
-    assert changed_fields(stored, rewritten) == {"slide header_sha256": ("x", "y")}
 
 
 def test_header_is_written_with_sorted_keys_and_read_back(tmp_path: Path) -> None:

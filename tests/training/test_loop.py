@@ -22,7 +22,7 @@ from histo_daen.errors import CheckpointError, ConfigError, DatasetError, Output
 from histo_daen.models.checkpoint import load_model, read_checkpoint
 from histo_daen.models.registry import build_model
 from histo_daen.seeding import seed_everything
-from histo_daen.tiling.job import tile_slide
+from histo_daen.tiling import tile_slide
 from histo_daen.tiling.manifest import read_manifest
 from histo_daen.training.affine import TwinParams, TwinTransform
 from histo_daen.training.loop import resolve_objective, train
@@ -277,7 +277,8 @@ def test_trains_on_the_labelled_tiles_of_a_tiled_slide(
     tiny_slide: Any, tiny_config: Callable[..., TrainConfig], tmp_path: Path
 ) -> None:
     # The "tiles" dataset is a registry entry; the loop is the same.
-    result = tile_slide(tiny_slide.path, tmp_path / "tiles", TileConfig(target_mpp=2.0, tile_size=64), workers=0)
+    config = TileConfig(target_mpp=2.0, tile_size=64)
+    result = tile_slide(tiny_slide.path, tmp_path / "tiles" / "tiny", config, workers=0)
     rows = read_manifest(result.manifest_path)[:4]
     labels = tmp_path / "labels.csv"
     lines = [f"{result.output_dir.name}/{row['path']},1,0,{i % 2},1" for i, row in enumerate(rows)]

@@ -1,4 +1,4 @@
-"""tile_slide / tile_slides: outputs, determinism, resume (also after SIGKILL/SIGINT), settings changes, bad input."""
+"""tile_slide, one slide's folder: outputs, determinism, resume (also after SIGKILL/SIGINT), changes, bad input."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histo_daen.cohort import Shard
 from histo_daen.config.schema import TileConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.errors import NoTissueError, OutputExistsError, PathError
-from histo_daen.tiling import SlideFailure, SlideTilingResult, tile_slide, tile_slides
+from histo_daen.tiling import tile_slide
 from histo_daen.tiling.manifest import read_journal, read_manifest
 
 from .conftest import copy_slide
@@ -31,7 +30,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_tile_slide_writes_tiles_manifest_and_pictures(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    result = tile_slide(small_slide.path, tmp_path, SMALL, workers=2)
+    result = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=2)
     folder = tmp_path / "small"
     assert result.output_dir == folder and result.manifest_path == folder / "manifest.csv"
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -52,40 +51,44 @@ def test_tile_slide_writes_tiles_manifest_and_pictures(small_slide: SyntheticSli
 
 @pytest.mark.slow
 def test_tiling_twice_gives_byte_identical_outputs(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path / "a", SMALL, workers=2)
-    tile_slide(small_slide.path, tmp_path / "b", SMALL, workers=0)
+    tile_slide(small_slide.path, tmp_path / "a" / "small", SMALL, workers=2)
+    tile_slide(small_slide.path, tmp_path / "b" / "small", SMALL, workers=0)
     assert _files(tmp_path / "a" / "small") == _files(tmp_path / "b" / "small")
 
 
 def test_rerun_with_equal_settings_skips_every_verified_tile(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    first = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    first = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     before = _files(tmp_path / "small")
-    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    again = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     assert (again.n_written, again.n_skipped) == (0, first.n_tiles)
     assert _files(tmp_path / "small") == before
 
 
 def test_rerun_rewrites_a_damaged_tile(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     before = _files(tmp_path / "small")
     damaged = tmp_path / "small" / read_manifest(tmp_path / "small" / "manifest.csv")[3]["path"]
     damaged.write_bytes(damaged.read_bytes()[:100])
-    again = tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    again = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     assert again.n_written == 1
     assert _files(tmp_path / "small") == before
 
 
 def test_other_settings_stop_and_name_what_changed(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+    tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     with pytest.raises(
-        OutputExistsError, match=r"small: was tiled with other settings \(tile_size 64 -> 96\).*--overwrite"
+        OutputExistsError,
+        match=r"small: was tiled from another slide or with other settings \(parameters\.tile_size: stored 64, "
+        r"requested 96\).*--overwrite",
     ):
-        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96), workers=0)
+        tile_slide(small_slide.path, tmp_path / "small", TileConfig(tile_size=96), workers=0)
 
 
 def test_overwrite_replaces_an_output_made_with_other_settings(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
-    result = tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=96, format="jpeg"), workers=0, overwrite=True)
+    tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
+    result = tile_slide(
+        small_slide.path, tmp_path / "small", TileConfig(tile_size=96, format="jpeg"), workers=0, overwrite=True
+    )
     names = [p.name for p in (tmp_path / "small" / "tiles").iterdir()]
     assert len(names) == result.n_tiles and all(name.endswith(".jpg") for name in names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]  # no .partial or .old folder left
@@ -95,74 +98,46 @@ def test_foreign_folder_in_the_way_is_not_replaced(small_slide: SyntheticSlide, 
     (tmp_path / "small").mkdir()
     (tmp_path / "small" / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match=r"small: exists but is not a complete histo-daen tiling output"):
-        tile_slide(small_slide.path, tmp_path, SMALL, workers=0)
+        tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     assert (tmp_path / "small" / "notes.txt").read_text() == "mine"
 
 
 def test_blank_slide_reports_no_tissue_and_writes_nothing(blank_slide: Path, tmp_path: Path) -> None:
     with pytest.raises(NoTissueError, match=r"blank\.svs: no tissue found"):
-        tile_slide(blank_slide, tmp_path / "out", SMALL, workers=0)
+        tile_slide(blank_slide, tmp_path / "out" / "blank", SMALL, workers=0)
     assert not (tmp_path / "out").exists()
 
 
 def test_tissue_without_a_full_enough_tile_says_what_to_lower(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     with pytest.raises(NoTissueError, match=r"small\.svs: has 0\.\d+ mm² of tissue, but no 300-px tile .*--min-tissue"):
-        tile_slide(small_slide.path, tmp_path, TileConfig(tile_size=300, min_tissue=1.0), workers=0)
+        tile_slide(small_slide.path, tmp_path / "small", TileConfig(tile_size=300, min_tissue=1.0), workers=0)
 
 
 def test_output_that_is_a_file_is_refused(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     (tmp_path / "out").write_text("")
     with pytest.raises(PathError, match=r"out: is a file, not a folder"):
-        tile_slide(small_slide.path, tmp_path / "out", SMALL)
+        tile_slide(small_slide.path, tmp_path / "out" / "small", SMALL)
     with pytest.raises(PathError, match=r"out/sub: cannot be created: part of the path is a file"):
-        tile_slide(small_slide.path, tmp_path / "out" / "sub", SMALL)
+        tile_slide(small_slide.path, tmp_path / "out" / "sub" / "small", SMALL)
 
 
 def test_unicode_slide_name(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     slide = copy_slide(small_slide, tmp_path / "in", "Lunge_ü_肺腺癌.svs")
-    result = tile_slide(slide, tmp_path / "out", SMALL, workers=0)
-    assert result.output_dir.name == "Lunge_ü_肺腺癌"
-    assert read_manifest(result.manifest_path)[0]["slide"] == "Lunge_ü_肺腺癌.svs"
+    result = tile_slide(slide, tmp_path / "out" / "lunge", SMALL, workers=0)
+    (first, *_) = read_manifest(result.manifest_path)
+    assert first["slide"] == "Lunge_ü_肺腺癌.svs" and Path(first["path"]).name.startswith("Lunge_ü_肺腺癌_x")
 
 
-def test_cohort_reports_bad_slides_and_finishes_the_others(
-    small_slide: SyntheticSlide, not_a_slide: Path, truncated_slide: Path, tmp_path: Path
+def test_a_rewritten_slide_is_not_mistaken_for_the_tiled_one(
+    small_slide: SyntheticSlide, tiny_slide: SyntheticSlide, tmp_path: Path
 ) -> None:
-    inputs = tmp_path / "in"
-    copy_slide(small_slide, inputs)
-    (inputs / "notes.svs").write_bytes(not_a_slide.read_bytes())
-    (inputs / "truncated.svs").write_bytes(truncated_slide.read_bytes())
-    (inputs / "small.mask.png").write_bytes(b"not a slide name: skipped in folders")
-    seen: list[SlideTilingResult | SlideFailure] = []
-    result = tile_slides([inputs, tmp_path / "missing.svs"], tmp_path / "out", SMALL, workers=0, report=seen.append)
-    assert [r.slide_path.name for r in result.results] == ["small.svs"]
-    messages = {failure.path.name: str(failure.error) for failure in result.failures}
-    assert sorted(messages) == ["missing.svs", "notes.svs", "truncated.svs"]
-    assert "missing.svs: does not exist" in messages["missing.svs"]
-    assert "notes.svs: is not a slide OpenSlide or tiffslide can open" in messages["notes.svs"]
-    assert "truncated.svs: cannot be decoded" in messages["truncated.svs"]
-    assert len(seen) == 4
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small"]
-
-
-@pytest.mark.slow
-def test_shards_split_the_cohort(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    for name in ("a.svs", "b.svs", "c.svs"):
-        copy_slide(small_slide, tmp_path / "in", name)
-    first = tile_slides([tmp_path / "in"], tmp_path / "out", SMALL, workers=0, shard=Shard(0, 2))
-    second = tile_slides([tmp_path / "in"], tmp_path / "out", SMALL, workers=0, shard=Shard(1, 2))
-    assert [r.slide_path.name for r in first.results] == ["a.svs", "c.svs"]
-    assert [r.slide_path.name for r in second.results] == ["b.svs"]
-
-
-def test_two_slides_with_one_name_do_not_overwrite_each_other(small_slide: SyntheticSlide, tmp_path: Path) -> None:
-    one = copy_slide(small_slide, tmp_path / "x")
-    two = copy_slide(small_slide, tmp_path / "y")
-    result = tile_slides([one, two], tmp_path / "out", SMALL, workers=0)
-    assert len(result.results) == 1
-    (failure,) = result.failures
-    assert failure.path == two
-    assert "has the same name as" in str(failure.error) and "separate --output" in str(failure.error)
+    slide = copy_slide(small_slide, tmp_path / "in", "case.svs")
+    tile_slide(slide, tmp_path / "out" / "case", SMALL, workers=0)
+    slide.write_bytes(tiny_slide.path.read_bytes())  # another scan saved under the same name
+    with pytest.raises(
+        OutputExistsError, match=r"case: was tiled from another slide .*slide\.(dimensions|header_sha256)"
+    ):
+        tile_slide(slide, tmp_path / "out" / "case", SMALL, workers=0)
 
 
 # -- killed jobs -----------------------------------------------------------------------------------------------------
@@ -192,9 +167,9 @@ def test_killed_job_resumes_to_the_same_bytes_as_an_uninterrupted_one(
     done_before = len(read_journal(journal))
     assert done_before >= 64
 
-    resumed = tile_slide(tiny_slide.path, killed, config, workers=2)
+    resumed = tile_slide(tiny_slide.path, killed / "tiny", config, workers=2)
     assert resumed.n_skipped >= done_before and resumed.n_written == resumed.n_tiles - resumed.n_skipped > 0
     uninterrupted = tmp_path / "uninterrupted"
-    tile_slide(tiny_slide.path, uninterrupted, config, workers=2)
+    tile_slide(tiny_slide.path, uninterrupted / "tiny", config, workers=2)
     assert _files(killed / "tiny") == _files(uninterrupted / "tiny")
     assert not list(killed.glob("*.partial"))

@@ -1,20 +1,21 @@
-"""``histo-daen tile`` as library calls: tile one slide (:func:`tile_slide`) or a cohort (:func:`tile_slides`).
+"""The tile folder of one slide (:func:`tile_slide`): built, resumed, verified. Cohorts: :mod:`histo_daen.jobs.tile`.
 
-Per slide, under the output folder::
+The folder (``FOLDER``, e.g. ``tiles/<slide stem>``) holds::
 
-    <stem>/manifest.csv      one row per tile (level-0 box, tissue fraction, file, size, SHA-256)
-    <stem>/manifest.json     slide identity, parameters, grid, counts, package version
-    <stem>/config.yaml       the resolved TileConfig
-    <stem>/tiles/            <stem>_x<X>_y<Y>.png (or .jpg)
-    <stem>/thumbnail.png     the slide at the tissue mask's resolution
-    <stem>/tissue_mask.png   the tissue mask (white = tissue), same size
-    <stem>/tiles.png         the thumbnail with the tissue outline and the kept tiles drawn on it
+    FOLDER/manifest.csv      one row per tile (level-0 box, tissue fraction, file, size, SHA-256)
+    FOLDER/manifest.json     slide identity, parameters, grid, counts, package version
+    FOLDER/config.yaml       the resolved TileConfig
+    FOLDER/tiles/            <slide stem>_x<X>_y<Y>.png (or .jpg)
+    FOLDER/thumbnail.png     the slide at the tissue mask's resolution (pictures: :mod:`histo_daen.tiling.pictures`)
+    FOLDER/tissue_mask.png   the tissue mask (white = tissue), same size
+    FOLDER/tiles.png         the thumbnail with the tissue outline and the kept tiles drawn on it
 
-Resumable and atomic: a job builds ``<stem>.partial/``, writes every file atomically, journals each tile, and
-renames the folder to ``<stem>/`` only when the manifest is written, so a killed job never leaves a folder a
-later run mistakes for complete. A rerun with equal parameters finishes an interrupted job (tiles journaled and
+Resumable and atomic: a job builds ``FOLDER.partial/``, writes every file atomically, journals each tile, and
+renames it to ``FOLDER/`` only when the manifest is written, so a killed job never leaves a folder a later run
+mistakes for complete. A rerun with equal parameters finishes an interrupted job (tiles journaled and
 verified are kept) or, on a complete folder, verifies every tile against the manifest and rewrites only broken
-ones; with different parameters it stops and names what changed, unless ``overwrite``.
+ones; with different parameters or another slide it stops and names what changed
+(:func:`histo_daen.provenance.require_same`), unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -24,25 +25,22 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
 from histo_daen import __version__
-from histo_daen.atomic import atomic_write, partial_dir_for
-from histo_daen.cohort import Shard, shard_items
+from histo_daen.atomic import partial_dir_for, prepare_output_folder
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
 from histo_daen.digest import file_sha256
-from histo_daen.errors import HistoDaenError, NoTissueError, OutputExistsError, PathError, SlideError
+from histo_daen.errors import NoTissueError, OutputExistsError
+from histo_daen.provenance import differences, require_same
 from histo_daen.slide import Slide, open_slide
-from histo_daen.slide.discovery import find_slides
 from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, warm_up_workers, write_tile
 from histo_daen.tiling.grid import TileGrid, tile_grid
 from histo_daen.tiling.manifest import (
@@ -52,20 +50,19 @@ from histo_daen.tiling.manifest import (
     MANIFEST_JSON,
     ManifestRow,
     append_journal,
-    changed_fields,
     read_header,
     read_journal,
     read_manifest,
     write_header,
     write_manifest,
 )
+from histo_daen.tiling.pictures import write_tiling_pictures
 
-__all__ = ["TILES_FOLDER", "CohortTilingResult", "SlideFailure", "SlideTilingResult", "tile_slide", "tile_slides"]
+__all__ = ["TILES_FOLDER", "SlideTilingResult", "tile_slide"]
 
 logger = logging.getLogger(__name__)
 
 TILES_FOLDER = "tiles"
-_PICTURE_SIDE = 1024  # thumbnail.png and tiles.png are at most this big
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class SlideTilingResult:
 
     Attributes:
         slide_path: the slide.
-        output_dir: its folder (``<output>/<stem>``).
+        output_dir: its folder.
         manifest_path: ``output_dir / "manifest.csv"``.
         n_tiles: tiles in the manifest.
         n_written: tiles this call wrote.
@@ -96,26 +93,6 @@ class SlideTilingResult:
             f"{self.slide_path.name}: {self.n_written} tiles written, {self.n_skipped} skipped (already present), "
             f"tissue {self.tissue_area_mm2:.2f} mm² -> {self.manifest_path}"
         )
-
-
-@dataclass(frozen=True)
-class SlideFailure:
-    """A slide (or input) that could not be tiled, and why."""
-
-    path: Path
-    error: HistoDaenError
-
-
-@dataclass(frozen=True)
-class CohortTilingResult:
-    """All slides of one :func:`tile_slides` call: tiled ones and failures (inputs that were unusable included)."""
-
-    results: tuple[SlideTilingResult, ...] = ()
-    failures: tuple[SlideFailure, ...] = field(default_factory=tuple)
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.results) + len(self.failures)
 
 
 def _parameters(config: TileConfig, slide: Slide) -> dict[str, Any]:
@@ -147,8 +124,9 @@ def _header(slide: Slide, config: TileConfig, grid: TileGrid, n_tiles: int) -> d
     }
 
 
-def _describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in ((k, *v) for k, v in changes.items()))
+def _reuse_record(header: Mapping[str, Any]) -> dict[str, Any]:
+    """What a rerun must match to reuse an output: the format, the parameters and the slide (by content)."""
+    return {key: header.get(key) for key in ("format_version", "parameters", "slide")}
 
 
 def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
@@ -161,52 +139,6 @@ def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
         return False
 
 
-def _check_writable(folder: Path) -> None:
-    """Create ``folder`` and prove a file can be written there, or say what to do."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except FileExistsError:
-        raise PathError(folder, "is a file, not a folder", "Choose a folder for --output.") from None
-    except NotADirectoryError:
-        raise PathError(folder, "cannot be created: part of the path is a file", "Choose another --output.") from None
-    except OSError as err:
-        raise PathError(
-            folder, f"cannot be written ({err.strerror})", "Choose another --output folder or fix its permissions."
-        ) from err
-
-
-def _overview_pictures(folder: Path, slide: Slide, grid: TileGrid) -> None:
-    """thumbnail.png, tissue_mask.png (one pixel per mask pixel: ``grid.tissue_downsample`` level-0 pixels, white =
-    tissue) and tiles.png (the thumbnail with the tissue outline in green and the kept tiles in blue)."""
-    if max(grid.thumbnail.shape[:2]) >= _PICTURE_SIDE // 2:  # the tissue mask's picture is big enough: no new read
-        thumbnail = Image.fromarray(grid.thumbnail)
-    else:
-        thumbnail = Image.fromarray(slide.thumbnail(_PICTURE_SIDE))
-    with atomic_write(folder / "thumbnail.png") as tmp:
-        thumbnail.save(tmp, format="PNG", compress_level=1)
-    mask = grid.tissue_mask
-    with atomic_write(folder / "tissue_mask.png") as tmp:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG", compress_level=1)
-    mask_picture = np.asarray(
-        Image.fromarray(mask.astype(np.uint8) * 255).resize(thumbnail.size, Image.Resampling.NEAREST)
-    )
-    inside = mask_picture > 0
-    eroded = np.asarray(Image.fromarray(mask_picture).filter(ImageFilter.MinFilter(3))) > 0
-    pixels = np.array(thumbnail.convert("RGB"))
-    pixels[inside & ~eroded] = (20, 170, 60)
-    overview = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(overview)
-    scale = thumbnail.size[0] / slide.dimensions[0]
-    for tile in grid.tiles:
-        x, y, width, height = (value * scale for value in tile.box_level0)
-        draw.rectangle((x, y, x + width - 1, y + height - 1), outline=(40, 90, 220))
-    with atomic_write(folder / "tiles.png") as tmp:
-        overview.save(tmp, format="PNG", compress_level=1)
-
-
 def _stale_temporaries(folder: Path) -> None:
     """Remove the ``.tmp-*`` files a killed job left (atomic writes that never finished)."""
     if folder.is_dir():
@@ -216,7 +148,7 @@ def _stale_temporaries(folder: Path) -> None:
 
 def tile_slide(
     slide_path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
     config: TileConfig | None = None,
     *,
     workers: int | None = None,
@@ -228,7 +160,7 @@ def tile_slide(
 
     Args:
         slide_path: the slide file.
-        output: the cohort output folder; this slide's files go to ``output / <slide stem>``.
+        folder: the slide's output folder, e.g. ``tiles/<slide stem>`` (built as ``<folder>.partial``).
         config: tiling settings (defaults: :class:`~histo_daen.config.schema.TileConfig`).
         workers: reader processes (None: all cores; 0: in this process).
         overwrite: replace an existing output made with other parameters.
@@ -246,7 +178,7 @@ def tile_slide(
         PathError: the output folder cannot be written.
     """
     config = config or TileConfig()
-    output = Path(output)
+    folder = Path(folder)
     if workers != 0:
         warm_up_workers()  # the worker server's imports overlap with the tissue mask below
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
@@ -273,14 +205,14 @@ def tile_slide(
                 f"{config.target_mpp:g} um/px is {config.min_tissue:.0%} tissue",
                 "Lower --min-tissue or --tile-size.",
             )
-        _check_writable(output)
-        return _tile_into(slide, grid, output, config, workers, overwrite, progress, progress_label)
+        prepare_output_folder(folder.parent)
+        return _tile_into(slide, grid, folder, config, workers, overwrite, progress, progress_label)
 
 
 def _tile_into(
     slide: Slide,
     grid: TileGrid,
-    output: Path,
+    final: Path,
     config: TileConfig,
     workers: int | None,
     overwrite: bool,
@@ -288,7 +220,6 @@ def _tile_into(
     progress_label: str,
 ) -> SlideTilingResult:
     stem = slide.path.stem
-    final = output / stem
     partial_dir = partial_dir_for(final)
     header = _header(slide, config, grid, len(grid.tiles))
     writer = TileWriter(
@@ -309,29 +240,36 @@ def _tile_into(
                     "Pass --overwrite to replace it, or choose another --output.",
                 )
         else:
-            changes = changed_fields(stored, header)
-            if not changes:
+            stored_record, requested_record = _reuse_record(stored), _reuse_record(header)
+            if not (overwrite and differences(stored_record, requested_record)):
+                require_same(
+                    stored_record,
+                    requested_record,
+                    path=final,
+                    subject="was tiled from another slide or with other settings",
+                    hint="Pass --overwrite to replace it, or choose another --output.",
+                )
                 complete_writer = dataclasses.replace(writer, folder=final / TILES_FOLDER)
                 return _verify_complete(
                     slide, grid, config, final, header, complete_writer, workers, progress, progress_label
                 )
-            if not overwrite:
-                raise OutputExistsError(
-                    final,
-                    f"was tiled with other settings ({_describe_changes(changes)})",
-                    "Pass --overwrite to replace it, or choose another --output.",
-                )
     if partial_dir.exists():
         stored = read_header(partial_dir / MANIFEST_JSON)
-        changes = changed_fields(stored, header) if stored is not None else {"unfinished job": ("?", "this one")}
-        if changes:
-            if not overwrite:
-                raise OutputExistsError(
-                    partial_dir,
-                    f"holds an unfinished job with other settings ({_describe_changes(changes)})",
-                    "Rerun with the same settings to finish it, or pass --overwrite to start over.",
-                )
+        if overwrite and (stored is None or differences(_reuse_record(stored), _reuse_record(header))):
             shutil.rmtree(partial_dir)
+        elif stored is None:
+            raise OutputExistsError(
+                partial_dir, "holds an unfinished job without its manifest header", "Pass --overwrite to start over."
+            )
+        else:
+            require_same(
+                _reuse_record(stored),
+                _reuse_record(header),
+                path=partial_dir,
+                subject="holds an unfinished job from another slide or with other settings",
+                hint="Rerun with the same settings to finish it, or pass --overwrite to start over.",
+            )
+
     partial_dir.mkdir(parents=True, exist_ok=True)
     tiles_dir = writer.folder
     tiles_dir.mkdir(exist_ok=True)
@@ -415,7 +353,7 @@ def _finish(
     records: dict[int, tuple[int, str]],
 ) -> None:
     """Pictures, config, then (after one sync of the tiles) the manifest that marks the folder complete."""
-    _overview_pictures(folder, slide, grid)
+    write_tiling_pictures(folder, slide, grid)
     dump_config(config, folder / "config.yaml")
     rows = [
         ManifestRow(tile, f"{TILES_FOLDER}/{writer.file_name(tile)}", *records[index])
@@ -469,76 +407,3 @@ def _verify_complete(
         len(grid.tiles) - len(todo),
         grid.tissue_area_mm2,
     )
-
-
-def tile_slides(
-    inputs: Sequence[str | os.PathLike[str]],
-    output: str | os.PathLike[str],
-    config: TileConfig | None = None,
-    *,
-    workers: int | None = None,
-    overwrite: bool = False,
-    shard: Shard | None = None,
-    progress: bool = False,
-    report: Callable[[SlideTilingResult | SlideFailure], None] | None = None,
-) -> CohortTilingResult:
-    """Tile a cohort: every slide of ``inputs`` (files, folders, globs) into ``output``; one bad slide stops none.
-
-    Args:
-        inputs: slide files, folders of slides, or glob patterns.
-        output: the cohort output folder (one sub-folder per slide).
-        config: tiling settings.
-        workers: reader processes per slide (None: all cores).
-        overwrite: replace outputs made with other parameters.
-        shard: tile only this shard of the sorted slide list (``--shard K/N``, torchrun ranks).
-        progress: tqdm bars.
-        report: called with each slide's result or failure as soon as it is known (the CLI prints them).
-
-    Raises:
-        PathError: the output folder cannot be written (nothing is tiled then).
-    """
-    config = config or TileConfig()
-    output = Path(output)
-    _check_writable(output)
-    found = find_slides(inputs)
-    results: list[SlideTilingResult] = []
-    failures: list[SlideFailure] = []
-
-    def note(outcome: SlideTilingResult | SlideFailure) -> None:
-        (results if isinstance(outcome, SlideTilingResult) else failures).append(outcome)  # type: ignore[arg-type]
-        if report is not None:
-            report(outcome)
-
-    for problem in found.problems:
-        note(SlideFailure(problem.path, problem))
-    slides = shard_items(found.slides, shard)
-    stems: dict[str, Path] = {}
-    for number, slide_path in enumerate(slides, start=1):
-        other = stems.setdefault(slide_path.stem, slide_path)
-        if other != slide_path:
-            note(
-                SlideFailure(
-                    slide_path,
-                    SlideError(
-                        slide_path,
-                        f"has the same name as {other}: both would go to {output / slide_path.stem}",
-                        "Tile them into separate --output folders, or rename one.",
-                    ),
-                )
-            )
-            continue
-        label = f"[{number}/{len(slides)}] {slide_path.name}"
-        try:
-            outcome: SlideTilingResult | SlideFailure = tile_slide(
-                slide_path,
-                output,
-                config,
-                workers=workers,
-                overwrite=overwrite,
-                progress=progress,
-                progress_label=label,
-            )
-        except HistoDaenError as err:
-            outcome = SlideFailure(slide_path, err)
-        note(outcome)
-    return CohortTilingResult(tuple(results), tuple(failures))

@@ -1,4 +1,4 @@
-"""``segment_slides``: a cohort of slides -> tissue maps, QuPath GeoJSON, pictures and one area table.
+"""The ``segment`` job: a cohort of slides -> tissue maps, QuPath GeoJSON, pictures and one area table.
 
 Output layout (``OUT`` is the output folder)::
 
@@ -10,54 +10,47 @@ Output layout (``OUT`` is the output folder)::
     OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas; written last
     OUT/<slide stem>/failed.json   instead of summary.json when the slide failed: the error message
 
-(Slides whose stems collide, ``a.svs`` and ``a.tiff``, get ``a_svs/`` and ``a_tiff/``.)
-
-Every slide is independent: a slide that fails (corrupt, no resolution, no tissue) is recorded and the others go on.
-A rerun skips slides whose ``summary.json`` exists, finishes maps left in ``map.zarr.partial`` at the first band not
-yet written, and refuses (naming what changed) to reuse a map made with another model, slide or settings unless
-``overwrite``. ``shard`` splits the sorted slides over machines or torchrun processes, with no coordinator: each
-process writes only its own slides' folders, and ``summary.csv`` is rebuilt from every ``summary.json`` present.
+Slides, shards, folder names and failures follow the cohort rules of :mod:`histo_daen.jobs.cohort`; a slide that
+fails (corrupt, no resolution, no tissue) gets ``failed.json`` and the others go on. A rerun skips slides whose
+``summary.json`` exists, finishes maps left in ``map.zarr.partial`` at the first band not yet written, and refuses
+(naming what changed, :func:`histo_daen.provenance.require_same`) to reuse a map made with another model, slide or
+settings unless ``overwrite``. ``summary.csv`` is rebuilt from every ``summary.json`` present, whichever shard
+wrote it.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write_text, partial_dir_for
 from histo_daen.classes import ClassSet, class_set_for
-from histo_daen.cohort import Shard, shard_items
-from histo_daen.config import diff_configs, dump_config, to_plain_dict
+from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
+from histo_daen.devices import process_device
 from histo_daen.digest import file_sha256
-from histo_daen.errors import ConfigError, HistoDaenError, OutputExistsError
-from histo_daen.export.geojson import GeoJsonOptions, qupath_origin, write_geojson
+from histo_daen.export.geojson import geojson_options, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_map, segment_slide
+from histo_daen.jobs.cohort import CohortReport, Shard, SlideOutcome, SlideTask, run_cohort
 from histo_daen.models.checkpoint import LoadedModel, load_model
+from histo_daen.provenance import require_same
 from histo_daen.slide import Slide, open_slide
-from histo_daen.slide.discovery import find_slides
 
-__all__ = [
-    "SegmentReport",
-    "SlideOutcome",
-    "output_folder_names",
-    "segment_slides",
-    "write_summary_csv",
-]
+__all__ = ["SegmentReport", "SlideSegmentation", "segment_cohort", "write_summary_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,60 +71,19 @@ _MAP_SETTINGS = (
 
 
 @dataclass(frozen=True)
-class SlideOutcome:
-    """What happened to one slide.
+class SlideSegmentation:
+    """What segmenting one slide gave.
 
     Attributes:
-        slide: the input path.
-        folder: its output folder, ``OUT/<stem>``.
-        status: "done" (segmented now), "skipped" (done by an earlier run) or "failed".
-        error: the one-line message when failed.
-        summary: the content of ``summary.json`` when done or skipped.
-        stats: tiles, bands and timings of this run's inference (None when nothing ran).
+        summary: the content of its ``summary.json`` (slide identity, map geometry, model, per-class areas).
+        stats: tiles, bands and timings of this run's inference (None when the map was already finished).
     """
 
-    slide: Path
-    folder: Path
-    status: Literal["done", "skipped", "failed"]
-    error: str | None = None
-    summary: dict[str, Any] | None = None
+    summary: dict[str, Any]
     stats: SegmentStats | None = None
 
 
-@dataclass(frozen=True)
-class SegmentReport:
-    """The outcome of :func:`segment_slides` for the slides of this shard."""
-
-    outcomes: list[SlideOutcome] = field(default_factory=list)
-    summary_csv: Path | None = None
-
-    @property
-    def failed(self) -> list[SlideOutcome]:
-        return [outcome for outcome in self.outcomes if outcome.status == "failed"]
-
-
-def output_folder_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """Each slide's output folder name: its stem, or ``<stem>_<suffix>`` where stems collide (a.svs, a.tiff).
-
-    Raises:
-        ConfigError: two inputs would still share a folder (same file name in two folders).
-    """
-    by_stem: dict[str, list[Path]] = {}
-    for path in paths:
-        by_stem.setdefault(path.stem, []).append(path)
-    names: dict[Path, str] = {}
-    for stem, group in by_stem.items():
-        for path in group:
-            names[path] = stem if len(group) == 1 else f"{stem}_{path.suffix.lstrip('.').lower()}"
-    seen: dict[str, Path] = {}
-    for path, name in names.items():
-        if name in seen:
-            raise ConfigError(
-                f"{seen[name]} and {path} would share the output folder '{name}'; "
-                "rename one or segment them into separate output folders"
-            )
-        seen[name] = path
-    return names
+SegmentReport = CohortReport[SlideSegmentation]  # report.table is OUT/summary.csv
 
 
 def _model_provenance(checkpoint: Path, loaded: LoadedModel) -> dict[str, Any]:
@@ -150,11 +102,6 @@ def _map_settings(config: SegmentConfig) -> dict[str, Any]:
     return {key: plain[key] for key in _MAP_SETTINGS}
 
 
-def _slide_identity(identity: dict[str, Any]) -> dict[str, Any]:
-    # The absolute path stays out of what must match on resume: a moved slide is the same slide.
-    return {key: value for key, value in identity.items() if key != "path"}
-
-
 def _slide_bounds(slide: Slide) -> list[int]:
     """The level-0 ``[x, y, width, height]`` of the slide's non-empty region (OpenSlide's ``bounds-*``, e.g. MRXS),
     else the whole of level 0."""
@@ -167,17 +114,6 @@ def _slide_bounds(slide: Slide) -> list[int]:
     if bounds_width <= 0 or bounds_height <= 0:
         return [0, 0, width, height]
     return [x, y, bounds_width, bounds_height]
-
-
-def _check_map_provenance(tissue_map: TissueMap, requested: dict[str, Any]) -> None:
-    differing = diff_configs(tissue_map.provenance, requested)
-    if differing:
-        changes = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(differing.items())[:4])
-        raise OutputExistsError(
-            tissue_map.path,
-            f"was made with another model, slide or settings ({changes})",
-            "Pass --overwrite to replace it, or write to another output folder.",
-        )
 
 
 def _summary(
@@ -215,8 +151,7 @@ def _summary(
 
 
 def _segment_one(
-    slide_path: Path,
-    folder: Path,
+    task: SlideTask,
     *,
     loaded: LoadedModel,
     predictor: CamPredictor,
@@ -226,7 +161,8 @@ def _segment_one(
     device: torch.device,
     overwrite: bool,
     progress: bool,
-) -> SlideOutcome:
+) -> tuple[Literal["done", "skipped"], SlideSegmentation]:
+    slide_path, folder = task.slide, task.folder
     map_path = folder / "map.zarr"
     summary_path = folder / "summary.json"
     if overwrite and folder.exists():
@@ -236,7 +172,8 @@ def _segment_one(
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
-            "slide": {**_slide_identity(identity), "bounds_level0": _slide_bounds(slide)},
+            # Compared by content alone (provenance.slide_identity): a moved or renamed slide is the same slide.
+            "slide": {**{k: v for k, v in identity.items() if k != "path"}, "bounds_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
             "label_source": config.inference.label_source,
@@ -244,9 +181,15 @@ def _segment_one(
         }
         if map_path.exists():
             tissue_map = read_tissue_map(map_path)
-            _check_map_provenance(tissue_map, requested)
+            require_same(
+                tissue_map.provenance,
+                requested,
+                path=map_path,
+                subject="was made with another model, slide or settings",
+                hint="Pass --overwrite to replace it, or write to another output folder.",
+            )
             if summary_path.exists():
-                return SlideOutcome(slide_path, folder, "skipped", summary=json.loads(summary_path.read_text()))
+                return "skipped", SlideSegmentation(json.loads(summary_path.read_text(encoding="utf-8")))
         plan = plan_slide_map(
             slide,
             model_mpp=loaded.model_config.input_mpp,
@@ -282,12 +225,7 @@ def _segment_one(
         outputs = {"map": map_path.name}
         if config.geojson:
             name = "map.geojson.gz" if config.geojson_gzip else "map.geojson"
-            options = GeoJsonOptions(
-                object_type=config.geojson_object_type,
-                simplify_map_pixels=config.geojson_simplify,
-                min_area_um2=config.geojson_min_area_um2,
-                origin_xy_level0=qupath_origin(tissue_map) if config.geojson_bounds_offset else (0.0, 0.0),
-            )
+            options = geojson_options(config, tissue_map)
             outputs["geojson"] = write_geojson(tissue_map, folder / name, options=options).name
         if config.overview:
             thumbnail = slide.thumbnail(config.overview_max_side)
@@ -296,12 +234,12 @@ def _segment_one(
             ).name
     summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles))
     atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return SlideOutcome(slide_path, folder, "done", summary=summary, stats=stats)
+    return "done", SlideSegmentation(summary, stats)
 
 
-def _record_failure(slide_path: Path, folder: Path, message: str) -> None:
-    record = {"slide": {"path": str(slide_path), "name": slide_path.name}, "status": "failed", "error": message}
-    atomic_write_text(folder / "failed.json", json.dumps(record, indent=2) + "\n")
+def _record_failure(task: SlideTask, message: str) -> None:
+    record = {"slide": {"path": str(task.slide), "name": task.slide.name}, "status": "failed", "error": message}
+    atomic_write_text(task.folder / "failed.json", json.dumps(record, indent=2) + "\n")
 
 
 def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> Path:
@@ -341,79 +279,70 @@ def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> 
     return atomic_write_text(root / "summary.csv", text.getvalue())
 
 
-def segment_slides(
+def segment_cohort(
     slides: Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
     *,
     checkpoint: str | os.PathLike[str],
     config: SegmentConfig | None = None,
-    device: torch.device | str = "cpu",
-    shard: Shard | None = None,
+    device: torch.device | str = "auto",
+    shard: Shard | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    on_outcome: Callable[[SlideOutcome[SlideSegmentation]], None] | None = None,
 ) -> SegmentReport:
     """Segment slides into tissue maps with a trained checkpoint (layout in the module docstring).
 
     Args:
-        slides: slide files, folders or glob patterns (expanded by :func:`histo_daen.slide.discovery.find_slides`).
+        slides: slide files, folders or glob patterns.
         output_dir: the output folder, created if missing.
         checkpoint: a histo-daen checkpoint (``last.pt`` of a training run, or an imported one).
         config: the segment settings (default: ``SegmentConfig()``).
-        device: where the model runs (resolve "auto" first with ``histo_daen.devices.resolve_device``).
-        shard: process only this shard of the sorted slides (``--shard K/N`` or torchrun's rank).
+        device: where the model runs: "auto", "cpu", "cuda", "cuda:N" or a device; under torchrun "auto" and
+            "cuda" mean ``cuda:LOCAL_RANK`` (one GPU per process).
+        shard: process only this shard of the sorted slides (``Shard`` or ``"K/N"``; default: torchrun's rank).
         overwrite: replace each slide's existing outputs instead of resuming or skipping them.
         progress: show progress bars (slides, and tiles with tiles/s).
+        on_outcome: called with each slide's outcome as soon as it is known.
 
     Returns:
-        A :class:`SegmentReport`; failed slides are in ``report.failed`` with their messages.
+        The :class:`~histo_daen.jobs.cohort.CohortReport`: ``report.table`` is ``summary.csv``, the ``result`` of a
+        done or skipped outcome a :class:`SlideSegmentation`; failed slides are in ``report.failed``.
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded (before any slide is touched).
-        ConfigError: no slides were given, or two slides would share an output folder.
+        ConfigError: no slides were given. PathError: the output folder cannot be written.
     """
     config = SegmentConfig() if config is None else config
-    if not slides:
-        raise ConfigError("no slides given: pass slide files, folders or glob patterns")
-    found = find_slides(slides)
-    folders = output_folder_names(found.slides)  # over every shard's slides, so shards agree on the names
-    paths = shard_items(found.slides, shard)
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
+    resolved = process_device(device)
     checkpoint_path = Path(checkpoint)
-    loaded = load_model(checkpoint_path, device=device)
+    loaded = load_model(checkpoint_path, device=resolved)
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
     predictor = CamPredictor(loaded.model, len(classes), config.inference)
     model_provenance = _model_provenance(checkpoint_path, loaded)
-    dump_config(config, root / "config.yaml")
-    # Inputs that name no slide (a typo, an empty folder) are reported once, by the first shard.
-    outcomes = [
-        SlideOutcome(problem.path, root, "failed", error=str(problem))
-        for problem in (found.problems if shard is None or shard.index == 0 else ())
-    ]
-    for slide_path in tqdm(paths, unit="slide", disable=not progress or len(paths) < 2, desc="slides"):
-        folder = root / folders[slide_path]
-        try:
-            outcome = _segment_one(
-                slide_path,
-                folder,
-                loaded=loaded,
-                predictor=predictor,
-                model_provenance=model_provenance,
-                classes=classes,
-                config=config,
-                device=device,
-                overwrite=overwrite,
-                progress=progress,
-            )
-        except HistoDaenError as err:
-            message = str(err)
-            if slide_path.name not in message:  # e.g. a config error: say which slide it stopped
-                message = f"{slide_path}: {message}"
-            logger.info("slide failed, going on with the others: %s", message)
-            _record_failure(slide_path, folder, message)
-            outcome = SlideOutcome(slide_path, folder, "failed", error=message)
-        outcomes.append(outcome)
-    summary_csv = write_summary_csv(root, classes)
-    return SegmentReport(outcomes=outcomes, summary_csv=summary_csv)
+
+    def work(task: SlideTask) -> tuple[Literal["done", "skipped"], SlideSegmentation]:
+        return _segment_one(
+            task,
+            loaded=loaded,
+            predictor=predictor,
+            model_provenance=model_provenance,
+            classes=classes,
+            config=config,
+            device=resolved,
+            overwrite=overwrite,
+            progress=progress,
+        )
+
+    report = run_cohort(
+        slides,
+        output_dir,
+        work,
+        shard=shard,
+        progress=progress,
+        on_start=lambda root: dump_config(config, root / "config.yaml"),
+        on_outcome=on_outcome,
+        on_failure=_record_failure,
+    )
+    return dataclasses.replace(report, table=write_summary_csv(report.output, classes))

