@@ -1,6 +1,6 @@
 """Run ``train()`` in a process of its own, for the kill-and-resume and torchrun tests (not collected by pytest).
 
-    python run_training.py CONFIG.yaml OUTPUT_DIR [--resume] [--no-dropout] [--pause-after STEP MARKER]
+    python run_training.py CONFIG.yaml OUTPUT_DIR [--resume] [--no-dropout] [--pause-after STEP MARKER] [--device D]
 
 ``--no-dropout`` turns every dropout layer into the identity, so runs on different process counts see the same
 network function (dropout masks are drawn per rank and cannot match). ``--pause-after`` stops the run in the middle
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-dropout", action="store_true")
     parser.add_argument("--pause-after", nargs=2, metavar=("STEP", "MARKER"))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.no_dropout:
         torch.nn.Dropout.forward = lambda self, x: x  # type: ignore[method-assign]
@@ -43,7 +44,7 @@ def main() -> None:
 
         loop.MetricsLog.append = append_then_pause  # type: ignore[method-assign]
     cfg = load_config(TrainConfig, args.config)
-    loop.train(cfg, output_dir=args.output, device="cpu", resume=args.resume)
+    loop.train(cfg, output_dir=args.output, device=args.device, resume=args.resume)
 
 
 if __name__ == "__main__":

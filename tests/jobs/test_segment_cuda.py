@@ -1,0 +1,44 @@
+"""``segment_cohort`` on a CUDA device (marker ``gpu``; skipped without one): the map a CPU run makes, within bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histo_daen.config.schema import SegmentConfig
+from histo_daen.data.synthetic_slide import SyntheticSlide
+from histo_daen.export.zarr_map import read_tissue_map
+from histo_daen.jobs.segment import segment_cohort
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+CONFIG = SegmentConfig(batch_size=8, workers=1, chunk_size=16, pyramid_levels=2, overview_max_side=256)
+
+
+def test_a_cuda_map_equals_the_cpu_map_within_bf16_rounding(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path, check_ome_zarr
+) -> None:
+    maps = {}
+    for device in ("cpu", "cuda"):
+        report = segment_cohort(
+            [tiny_tiff_slide.path], tmp_path / device, checkpoint=segment_checkpoint, config=CONFIG, device=device
+        )
+        (outcome,) = report.outcomes
+        assert outcome.status == "done", outcome
+        check_ome_zarr(outcome.folder / "map.zarr")
+        maps[device] = read_tissue_map(outcome.folder / "map.zarr")
+    cpu, cuda = (maps[d].scores(0)[:].astype(np.float32) for d in ("cpu", "cuda"))
+    assert np.isfinite(cuda).all()
+    assert np.abs(cuda - cpu).max() < 0.05  # bf16 autocast on the GPU, float32 on the CPU
+    labels_cpu, labels_cuda = maps["cpu"].labels(0)[:], maps["cuda"].labels(0)[:]
+    assert np.array_equal(labels_cpu > 0, labels_cuda > 0)  # the tissue mask does not depend on the device
+    tissue = labels_cpu > 0
+    agreement = float((labels_cpu[tissue] == labels_cuda[tissue]).mean())
+    print(f"CPU/CUDA label agreement on tissue: {agreement:.4f}")
+    assert agreement > 0.95  # an untrained model's near-ties may flip under bf16 rounding, a few at most
