@@ -12,13 +12,7 @@ __all__ = ["compare_command"]
 
 @click.command("compare")
 @click.argument("eval_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for comparison.md, comparison.csv and iou_by_class.png; created.",
-)
+@options.output("Folder for comparison.md, comparison.csv and iou_by_class.png; created.")
 @click.option(
     "--published/--no-published",
     default=True,

@@ -11,15 +11,8 @@ __all__ = ["demo_command"]
 
 
 @click.command("demo")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo_output"),
-    show_default=True,
-    help="Folder for everything the demo writes.",
-)
-@options.workers()
+@options.output("Folder for everything the demo writes.", default=Path("demo_output"))
+@options.workers("Worker processes reading the slide and writing the dataset (0: in this process).")
 @options.config()
 @options.overrides()
 def demo_command(output: Path, workers: int | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from histo_daen.cli import options
 
+from histo_daen.config.schema import EvaluateConfig
+
 __all__ = ["evaluate_command"]
 
 
+@options.config_command(EvaluateConfig)
 @click.command("evaluate")
 @click.option(
     "--checkpoint",
@@ -23,32 +27,26 @@ __all__ = ["evaluate_command"]
     type=click.Path(file_okay=False, path_type=Path),
     help="Dataset folder in the LUAD-HistoSeg layout (val/ and test/ with img/ and mask/).",
 )
-@click.option(
-    "--split", type=click.Choice(["val", "test"]), default=None, help="Which labelled split to score. [default: test]"
-)
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Evaluation folder: metrics.json, config.yaml, confusion_matrix.png, examples/ (and masks/); created.",
-)
-@click.option(
+@options.setting("--split", key="split", type=click.Choice(["val", "test"]), help="Which labelled split to score.")
+@options.output("Evaluation folder: metrics.json, config.yaml, confusion_matrix.png, examples/ (and masks/); created.")
+@options.setting(
     "--label-source",
+    key="inference.label_source",
     type=click.Choice(["predicted", "dataset", "masks"]),
-    default=None,
     help="Which classes may appear in a patch: predicted by the classifier (threshold 0.25; the fair choice on "
-    "unlabelled test patches), the labels in the file names, or the classes in each mask (optimistic). "
-    "[default: predicted]",
+    "unlabelled test patches), the labels in the file names, or the classes in each mask (optimistic).",
 )
-@click.option(
+@options.setting(
     "--dataset",
+    key="dataset",
     type=click.Choice(["luad", "bcss"]),
-    default=None,
-    help="Dataset layout and classes. [default: the dataset the checkpoint was trained on, else luad]",
+    default_text="the dataset the checkpoint was trained on, else luad",
+    help="Dataset layout and classes.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Patches per forward pass. [default: 8]")
-@click.option("--save-masks", is_flag=True, default=None, help="Also write each predicted mask as a palette PNG.")
+@options.setting("--batch-size", key="batch_size", type=click.IntRange(min=1), help="Patches per forward pass.")
+@options.setting(
+    "--save-masks", key="save_masks", is_flag=True, help="Also write each predicted mask as a palette PNG."
+)
 @options.device()
 @options.config()
 @options.overwrite()
@@ -56,16 +54,12 @@ __all__ = ["evaluate_command"]
 def evaluate_command(
     checkpoint: Path,
     data_root: Path,
-    split: str | None,
     output: Path,
-    label_source: str | None,
-    dataset: str | None,
-    batch_size: int | None,
-    save_masks: bool | None,
     device: str,
     config_path: Path | None,
     overwrite: bool,
     overrides: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Score a checkpoint's tissue maps on a labelled split: per-class IoU, mIoU, FwIoU, pixel accuracy.
 
@@ -80,20 +74,9 @@ def evaluate_command(
           --config configs/evaluate_mlps.yaml --save-masks
       histo-daen evaluate ... -o eval/daen-1x inference.scales=[1.0] inference.flip=false
     """
-    from histo_daen.config import load_config
-    from histo_daen.config.load import parse_overrides
-    from histo_daen.config.schema import EvaluateConfig
     from histo_daen.jobs.evaluate import run_evaluation
 
-    options_given = {
-        "split": split,
-        "dataset": dataset,
-        "batch_size": batch_size,
-        "save_masks": save_masks,
-        "inference": {"label_source": label_source},
-    }
-    base = load_config(EvaluateConfig, config_path, overrides=parse_overrides(overrides))
-    cfg = load_config(EvaluateConfig, base=base, overrides=options_given)
+    cfg = options.load_command_config(EvaluateConfig, config_path, overrides)
     result = run_evaluation(checkpoint, data_root, output, cfg, device=device, overwrite=overwrite, progress=True)
     record = result.record
     click.echo(

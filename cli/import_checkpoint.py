@@ -3,56 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from histo_daen.cli import options
 
-from histo_daen.config.load import load_config
 from histo_daen.config.schema import ImportConfig
 
 __all__ = ["import_checkpoint_command"]
 
 
+@options.config_command(ImportConfig)
 @click.command("import-checkpoint")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The histo-daen checkpoint to write (.pt); its folder is created.",
-)
-@click.option(
+@options.output("The histo-daen checkpoint to write (.pt); its folder is created.", file_output=True)
+@options.setting(
     "--classes",
-    default=None,
+    key="classes",
     metavar="NAMES",
     help="Required. The classes of the checkpoint's fc8 in channel order, background excluded: a class set "
     "(luad = TE,NEC,LYM,TAS; bcss = TUM,STR,LYM,NEC) or comma-separated names.",
 )
-@click.option(
+@options.setting(
     "--variant",
+    key="variant",
     type=click.Choice(["auto", "seam", "cam"]),
-    default=None,
     help="seam keeps SEAM's PCM (refined CAMs); cam is the plain CAM classifier. auto: seam for SEAM files, cam "
-    "for MLPS files. [default: auto]",
+    "for MLPS files.",
 )
-@click.option(
+@options.setting(
     "--input-normalisation",
+    key="input_normalisation",
     type=click.Choice(["auto", "imagenet", "none"]),
-    default=None,
-    help="What the model does to its [0, 1] input. auto: as the source trained (SEAM ImageNet mean/std, MLPS "
-    "none). [default: auto]",
+    help="What the model does to its [0, 1] input. auto: as the source trained (SEAM ImageNet mean/std, MLPS none).",
 )
 @options.config()
 @options.overwrite()
 def import_checkpoint_command(
-    source: Path,
-    output: Path,
-    classes: str | None,
-    variant: str | None,
-    input_normalisation: str | None,
-    config_path: Path | None,
-    overwrite: bool,
+    source: Path, output: Path, config_path: Path | None, overwrite: bool, **settings: Any
 ) -> None:
     """Import SOURCE, a checkpoint of the SEAM or MLPS (WSSS-Tissue stage 1) code, as a histo-daen checkpoint.
 
@@ -68,11 +56,7 @@ def import_checkpoint_command(
     """
     from histo_daen.models.weights import import_reference_checkpoint  # lazy: keeps `histo-daen --help` instant
 
-    cfg = load_config(
-        ImportConfig,
-        config_path,
-        overrides={"classes": classes, "variant": variant, "input_normalisation": input_normalisation},
-    )
+    cfg = options.load_command_config(ImportConfig, config_path)
     result = import_reference_checkpoint(
         source,
         output,

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 from histo_daen.cli import options
 
+from histo_daen.config.schema import SegmentConfig
+
 __all__ = ["segment_command"]
 
-# KEY=VALUE config overrides mixed in with the slides: a dotted or plain config key, '=', a value.
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
-
-def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide."""
-    slides: list[str] = []
-    overrides: list[str] = []
-    for item in inputs:
-        (overrides if _OVERRIDE.match(item) and not os.path.exists(item) else slides).append(item)
-    return slides, overrides
-
-
+@options.config_command(SegmentConfig)
 @click.command("segment")
 @click.argument("inputs", nargs=-1, required=True, metavar="SLIDE... [KEY=VALUE]...")
 @click.option(
@@ -33,31 +22,20 @@ def _split_inputs(inputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A histo-daen checkpoint, e.g. runs/daen/last.pt; tiles are read at the resolution it was trained at.",
 )
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder: <slide>/{map.zarr, map.geojson, overview.png, summary.json}, summary.csv; created.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Tiles per forward pass. [default: 16]")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Tile-reading threads, each with its own slide handle (0: read between batches). [default: 2]",
-)
-@click.option(
+@options.output("Output folder: <slide>/{map.zarr, map.geojson, overview.png, summary.json}, summary.csv; created.")
+@options.setting("--batch-size", key="batch_size", type=click.IntRange(min=1), help="Tiles per forward pass.")
+@options.workers("Tile-reading threads, each with its own slide handle (0: read between batches).", key="workers")
+@options.setting(
     "--object-type",
+    key="geojson_object_type",
     type=click.Choice(["annotation", "detection"]),
-    default=None,
-    help="QuPath objects: one locked annotation per class, or one detection per region. [default: annotation]",
+    help="QuPath objects: one locked annotation per class, or one detection per region.",
 )
-@click.option(
+@options.setting(
     "--ngff-version",
+    key="ngff_version",
     type=click.Choice(["0.4", "0.5"]),
-    default=None,
-    help="OME-Zarr version: 0.4 (Zarr v2, read by QuPath 0.6+ and most viewers) or 0.5 (Zarr v3). [default: 0.4]",
+    help="OME-Zarr version: 0.4 (Zarr v2, read by QuPath 0.6+ and most viewers) or 0.5 (Zarr v3).",
 )
 @options.shard()
 @options.slide_mpp()
@@ -69,16 +47,11 @@ def segment_command(
     inputs: tuple[str, ...],
     checkpoint: Path,
     output: Path,
-    batch_size: int | None,
-    workers: int | None,
-    object_type: str | None,
-    ngff_version: str | None,
     shard: str | None,
-    slide_mpp: float | None,
-    backend: str | None,
     device: str,
     config_path: Path | None,
     overwrite: bool,
+    **settings: Any,
 ) -> None:
     """Segment whole slides into tissue maps (TE, NEC, LYM, TAS) with a trained checkpoint.
 
@@ -99,24 +72,12 @@ def segment_command(
     from histo_daen.cli.cohort_report import echo_failure, echo_line, exit_for, shard_text
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.config import load_config
-    from histo_daen.config.load import parse_overrides
-    from histo_daen.config.schema import SegmentConfig
     from histo_daen.jobs.segment import segment_cohort
 
-    slides, overrides = _split_inputs(inputs)
+    slides, overrides = options.split_inputs(inputs)
     if not slides:
         raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
-    options_given = {
-        "batch_size": batch_size,
-        "workers": workers,
-        "geojson_object_type": object_type,
-        "ngff_version": ngff_version,
-        "slide_mpp": slide_mpp,
-        "backend": backend,
-    }
-    base = load_config(SegmentConfig, config_path, overrides=parse_overrides(overrides))
-    cfg = load_config(SegmentConfig, base=base, overrides=options_given)
+    config = options.load_command_config(SegmentConfig, config_path, overrides)
 
     def report_outcome(outcome: Any) -> None:
         if outcome.status == "failed":
@@ -134,7 +95,7 @@ def segment_command(
             slides,
             output,
             checkpoint=checkpoint,
-            config=cfg,
+            config=config,
             device=device,
             shard=shard,
             overwrite=overwrite,

@@ -11,13 +11,7 @@ __all__ = ["synth_dataset_command"]
 
 
 @click.command("synth-dataset")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset folder to create (train/, val/, test/).",
-)
+@options.output("Dataset folder to create (train/, val/, test/).")
 @click.option("--n-train", type=click.IntRange(min=0), default=200, show_default=True, help="Training patches.")
 @click.option("--n-val", type=click.IntRange(min=0), default=40, show_default=True, help="Validation patches.")
 @click.option("--n-test", type=click.IntRange(min=0), default=40, show_default=True, help="Test patches.")
@@ -25,7 +19,7 @@ __all__ = ["synth_dataset_command"]
 @click.option(
     "--mpp", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Microns per pixel."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed and options: identical files.")
+@options.seed("Same seed and options: identical files.", key=None)
 @options.overwrite()
 def synth_dataset_command(
     output: Path, n_train: int, n_val: int, n_test: int, patch_size: int, mpp: float, seed: int, overwrite: bool

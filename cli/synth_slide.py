@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from histo_daen.cli import options
 
 __all__ = ["synth_slide_command"]
 
@@ -17,12 +18,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 @click.command("synth-slide")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Slide file to write: .svs (Aperio style) or .tif/.tiff (generic TIFF). Its ground truth goes beside it.",
+@options.output(
+    "Slide file to write: .svs (Aperio style) or .tif/.tiff (generic TIFF). Its ground truth goes beside it.",
+    file_output=True,
 )
 @click.option("--size", "size_text", default="4096x3072", show_default=True, help="Level-0 WIDTHxHEIGHT in pixels.")
 @click.option(
@@ -47,11 +45,11 @@ def _size(text: str) -> tuple[int, int]:
     show_default=True,
     help="Tissue layout: 2-3 sections, one centred disc, all but a margin (resection-like), or blank glass.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same pixels.")
+@options.seed("Same seed, same pixels.", key=None)
 @click.option("--no-mpp", is_flag=True, help="Write no resolution metadata (to try --slide-mpp).")
 @click.option("--pen-marks", is_flag=True, help="Draw blue, green and black marker ink on the glass.")
 @click.option("--dust", is_flag=True, help="Scatter grey dust specks.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@options.overwrite("Replace an existing file.")
 def synth_slide_command(
     output: Path,
     size_text: str,

@@ -8,65 +8,52 @@ from typing import Any
 import click
 from histo_daen.cli import options
 
+from histo_daen.config.schema import TileConfig
+
 __all__ = ["tile_command"]
 
 
+@options.config_command(TileConfig)
 @click.command("tile")
-@click.argument("slides", nargs=-1, required=True, metavar="SLIDE...")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Output folder; each slide gets OUTPUT/<slide name>/ with tiles/, manifest.csv and pictures. Created.",
-)
-@click.option(
+@click.argument("inputs", nargs=-1, required=True, metavar="SLIDE... [KEY=VALUE]...")
+@options.output("Output folder; each slide gets OUTPUT/<slide name>/ with tiles/, manifest.csv and pictures. Created.")
+@options.setting(
     "--target-mpp",
+    key="target_mpp",
     type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Microns per pixel of the tiles (1.0 is LUAD-HistoSeg's 10x; 0.5 is 20x). [default: 1.0]",
+    help="Microns per pixel of the tiles (1.0 is LUAD-HistoSeg's 10x; 0.5 is 20x).",
 )
-@click.option("--tile-size", type=click.IntRange(min=16), default=None, help="Tile side in pixels. [default: 224]")
-@click.option(
-    "--overlap", type=click.IntRange(min=0), default=None, help="Pixels shared by neighbouring tiles. [default: 0]"
-)
-@click.option(
+@options.setting("--tile-size", key="tile_size", type=click.IntRange(min=16), help="Tile side in pixels.")
+@options.setting("--overlap", key="overlap", type=click.IntRange(min=0), help="Pixels shared by neighbouring tiles.")
+@options.setting(
     "--min-tissue",
+    key="min_tissue",
     type=click.FloatRange(0, 1),
-    default=None,
-    help="Fraction of a tile that must be tissue for it to be kept (0 keeps every tile). [default: 0.5]",
+    help="Fraction of a tile that must be tissue for it to be kept (0 keeps every tile).",
 )
-@click.option("--format", "fmt", type=click.Choice(["png", "jpeg"]), default=None, help="Tile files. [default: png]")
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="Quality of JPEG tiles. [default: 90]")
-@click.option(
+@options.setting("--format", "fmt", key="format", type=click.Choice(["png", "jpeg"]), help="Tile files.")
+@options.setting("--jpeg-quality", key="jpeg_quality", type=click.IntRange(1, 100), help="Quality of JPEG tiles.")
+@options.setting(
     "--pyramid/--level0",
     "use_pyramid",
-    default=None,
+    key="use_pyramid",
     help="Where tiles are read: the coarsest pyramid level fine enough (fast), or level 0 shrunk with area "
-    "averaging (slower; skips the scanner's own downsampled, re-compressed levels). [default: --pyramid]",
+    "averaging (slower; skips the scanner's own downsampled, re-compressed levels).",
 )
 @options.backend()
 @options.slide_mpp()
-@options.workers()
+@options.workers("Worker processes reading each slide (0: in this process).")
 @options.shard()
 @options.config()
 @options.overwrite()
 def tile_command(
-    slides: tuple[str, ...],
+    inputs: tuple[str, ...],
     output: Path,
-    target_mpp: float | None,
-    tile_size: int | None,
-    overlap: int | None,
-    min_tissue: float | None,
-    fmt: str | None,
-    jpeg_quality: int | None,
-    use_pyramid: bool | None,
-    backend: str | None,
-    slide_mpp: float | None,
     workers: int | None,
     shard: str | None,
     config_path: Path | None,
     overwrite: bool,
+    **settings: Any,
 ) -> None:
     """Find the tissue on each SLIDE and cut it into tiles at a target resolution.
 
@@ -75,7 +62,7 @@ def tile_command(
     SHA-256), manifest.json (slide identity, settings), thumbnail.png, tissue_mask.png and tiles.png to check the
     tissue mask at a glance. A killed or interrupted run resumes when rerun with the same options; different
     options stop with a message unless --overwrite. One bad slide is reported and the others still finish
-    (exit code 3).
+    (exit code 3). KEY=VALUE arguments set any key of the tile config (configs/tile.yaml), e.g. tissue_mpp=4.
 
     \b
     Examples:
@@ -89,25 +76,12 @@ def tile_command(
     from histo_daen.cli.cohort_report import echo_failure, echo_line, exit_for, shard_text
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.config import load_config
-    from histo_daen.config.schema import TileConfig
     from histo_daen.jobs.tile import tile_cohort
 
-    config = load_config(
-        TileConfig,
-        config_path,
-        overrides={
-            "target_mpp": target_mpp,
-            "tile_size": tile_size,
-            "overlap": overlap,
-            "min_tissue": min_tissue,
-            "format": fmt,
-            "jpeg_quality": jpeg_quality,
-            "use_pyramid": use_pyramid,
-            "backend": backend,
-            "slide_mpp": slide_mpp,
-        },
-    )
+    slides, overrides = options.split_inputs(inputs)
+    if not slides:
+        raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
+    config = options.load_command_config(TileConfig, config_path, overrides)
 
     def report_outcome(outcome: Any) -> None:
         if outcome.status == "failed":

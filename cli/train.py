@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import click
 from histo_daen.cli import options
 
-from histo_daen.config.schema import BackboneName, Variant
+from histo_daen.config.schema import BackboneName, TrainConfig, Variant
 
 __all__ = ["train_command"]
 
@@ -20,55 +20,49 @@ def _backbone(value: str | None) -> str | None:
     raise click.BadParameter(f"{value!r} is none of {', '.join(get_args(BackboneName))}, nor timm:<name>")
 
 
+@options.config_command(TrainConfig)
 @click.command("train")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder for last.pt, config.yaml and metrics.jsonl; created.",
-)
-@click.option(
+@options.output("Run folder for last.pt, config.yaml and metrics.jsonl; created.")
+@options.setting(
     "--dataset",
-    default=None,
-    help="Dataset kind: luad (LUAD-HistoSeg), bcss (BCSS-WSSS), tiles (histo-daen tile output + data.labels_csv=FILE). "
-    "[default: luad]",
+    key="data.dataset",
+    help="Dataset kind: luad (LUAD-HistoSeg), bcss (BCSS-WSSS), tiles (histo-daen tile output + data.labels_csv=FILE).",
 )
-@click.option(
+@options.setting(
     "--data-root",
+    key="data.root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
     help="Dataset folder (holding train/, val/, test/).",
 )
-@click.option("--variant", type=click.Choice(get_args(Variant)), default=None, help="Network. [default: daen]")
-@click.option(
+@options.setting("--variant", key="model.variant", type=click.Choice(get_args(Variant)), help="Network.")
+@options.setting(
     "--backbone",
+    key="model.backbone",
     callback=lambda _ctx, _param, value: _backbone(value),
-    default=None,
     help=f"{', '.join(get_args(BackboneName))}, or timm:<name> for a timm model (e.g. timm:vit_large_patch16_224 for "
-    "UNI; timm.list_models() names them). [default: resnet38]",
+    "UNI; timm.list_models() names them).",
 )
-@click.option(
+@options.setting(
     "--pretrained",
+    key="pretrained",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Local weights for the backbone: .params or .pth; for timm backbones a timm state dict (.safetensors, "
-    ".bin, .pth). Nothing is downloaded. Without it the backbone starts random.",
+    default_text="random weights, with a warning",
+    help="Local weights for the backbone: .params or .pth (ImageNet weights or a histo-daen checkpoint); for timm "
+    "backbones a timm state dict (.safetensors, .bin, .pth). Nothing is downloaded.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 8]")
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Patches per step over all processes. [default: 8]"
+@options.setting("--epochs", key="optim.epochs", type=click.IntRange(min=1), help="Passes over the training set.")
+@options.setting(
+    "--batch-size", key="optim.batch_size", type=click.IntRange(min=1), help="Patches per step over all processes."
 )
-@click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Base learning rate. [default: 0.01]"
+@options.setting("--lr", key="optim.lr", type=click.FloatRange(min=0, min_open=True), help="Base learning rate.")
+@options.setting(
+    "--max-steps",
+    key="optim.max_steps",
+    type=click.IntRange(min=1),
+    default_text="every step of the epochs",
+    help="Stop after this many steps (a short try).",
 )
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (a short try).")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Data-loader processes per training process. [default: 2]",
-)
+@options.workers("Data-loader processes per training process.", key="data.workers")
 @options.device()
 @options.seed()
 @options.config()
@@ -77,27 +71,18 @@ def _backbone(value: str | None) -> str | None:
 @options.overrides()
 def train_command(
     output: Path,
-    dataset: str | None,
-    data_root: Path | None,
-    variant: str | None,
-    backbone: str | None,
-    pretrained: Path | None,
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    max_steps: int | None,
-    workers: int | None,
     device: str,
-    seed: int | None,
     config_path: Path | None,
     resume: bool,
     overwrite: bool,
     overrides: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Train a CAM network from the patch labels in the file names of a LUAD-HistoSeg-style folder.
 
-    Settings come from the defaults (the paper's recipe), then --config, then these options, then KEY=VALUE
-    overrides such as optim.momentum=0.9 or twin.scale=0.3 (every key: configs/ and docs/internals.md).
+    Settings come from the defaults (the paper's recipe), then --config, then these options and KEY=VALUE
+    overrides such as optim.momentum=0.9 or twin.scale=0.3 (every key: configs/ and docs/internals.md; an
+    option and a KEY=VALUE for the same key must agree).
     Runs on the CPU (in bf16 with cpu_bf16=true, faster on CPUs with AVX512-BF16 or AMX), one GPU (bf16), or
     several processes under torchrun; an interrupted run continues with --resume.
 
@@ -113,20 +98,9 @@ def train_command(
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from histo_daen.config import load_config
-    from histo_daen.config.schema import TrainConfig
     from histo_daen.jobs.train import run_training
 
-    cli_options = {
-        "data": {"dataset": dataset, "root": data_root, "workers": workers},
-        "model": {"variant": variant, "backbone": backbone},
-        "optim": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_steps": max_steps},
-        "pretrained": pretrained,
-        "seed": seed,
-    }
-    cfg = load_config(TrainConfig, config_path, overrides=cli_options)
-    if overrides:
-        cfg = load_config(TrainConfig, base=cfg, overrides=list(overrides))
+    cfg = options.load_command_config(TrainConfig, config_path, overrides)
     with logging_redirect_tqdm():
         run = run_training(cfg, output, device=device, resume=resume, overwrite=overwrite, progress=True)
     if not run.reports:  # under torchrun, rank 0 prints the result

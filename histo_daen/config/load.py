@@ -216,6 +216,47 @@ def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _field_type(cls: type[Any], dotted: str) -> Any:
+    """The annotation of ``section.key`` in the config dataclass ``cls`` (KeyError for an unknown key)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            raise KeyError(dotted)
+        tp = get_type_hints(tp)[part]
+    return tp
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def _find(nested: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = nested
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _flag_values(cls: type[Any], flags: Mapping[str, tuple[str, Any]], overrides: Sequence[str]) -> dict[str, Any]:
+    """The flags given (value not None) as a nested mapping, after refusing any that a KEY=VALUE contradicts."""
+    parsed = parse_overrides(overrides)
+    given: dict[str, Any] = {}
+    for key, (flag, value) in flags.items():
+        if value is None:
+            continue
+        found, override = _find(parsed, key)
+        if found:
+            tp = _field_type(cls, key)
+            if _coerce(value, tp, key) != _coerce(override, tp, key):
+                text = next(item for item in reversed(overrides) if item.partition("=")[0].strip() == key)
+                raise ConfigError(f"{flag} and {text} set {key} to different values; give one of them")
+        given = _merge(given, _nested(key, value))
+    return given
+
+
 def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A YAML file's top-level mapping, with errors naming the file."""
     source = Path(path)
@@ -275,8 +316,9 @@ def load_config(
     *,
     overrides: Sequence[str] | Mapping[str, Any] = (),
     base: T | Mapping[str, Any] | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> T:
-    """The one config loader: defaults <- ``base`` <- YAML file <- overrides, validated strictly.
+    """The one config loader: defaults <- ``base`` <- YAML file <- flags and overrides, validated strictly.
 
     Args:
         cls: the config dataclass.
@@ -285,6 +327,13 @@ def load_config(
         overrides: ``"section.key=value"`` strings (from the command line), or a mapping of CLI options
             where ``None`` means "not given" and is not an override.
         base: a config (or mapping) to start from instead of the defaults.
+        flags: command-line options that set config keys, ``{"section.key": ("--flag 4", value)}``; a None value
+            is "not given". A flag and a ``"section.key=value"`` override of the same key may both be given only
+            when their values agree.
+
+    Raises:
+        ConfigError: a file or key that does not exist, a value of the wrong type or range, or a flag and an
+            override that disagree (``"--batch-size 4 and batch_size=8 set batch_size to different values"``).
     """
     raw: dict[str, Any] = {}
     if base is not None:
@@ -296,8 +345,10 @@ def load_config(
         source = str(path)
     if isinstance(overrides, Mapping):
         raw = _merge(raw, _drop_none(overrides))
-    elif overrides:
-        raw = _merge(raw, parse_overrides(overrides))
+    elif overrides or flags:
+        strings = list(overrides)
+        raw = _merge(raw, _flag_values(cls, flags or {}, strings))
+        raw = _merge(raw, parse_overrides(strings))
         source = f"{source} + overrides" if path is not None else "overrides"
     return config_from_mapping(cls, raw, source)
 

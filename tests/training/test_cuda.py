@@ -31,8 +31,11 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("variant", ["daen", "seam", "cam"])
 def test_cuda_training_follows_the_cpu_run_within_bf16_rounding(
-    variant: str, tiny_config: Callable[..., TrainConfig], tmp_path: Path
+    variant: str, tiny_config: Callable[..., TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Dropout masks come from each device's own generator and cannot match: both runs go without dropout.
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)
+    monkeypatch.setattr(torch.nn.Dropout2d, "forward", lambda self, x: x)
     cfg = tiny_config(f"model.variant={variant}", "optim.epochs=2")
     train(cfg, output_dir=tmp_path / "cpu", device="cpu")
     train(cfg, output_dir=tmp_path / "cuda", device="cuda")
