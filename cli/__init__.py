@@ -2,13 +2,15 @@
 
 Exit codes: 0 success; 1 an ``Error:`` (bad input, nothing done for it; also a cohort command's only input
 failing); 2 usage error (click); 3 a cohort command finished but some of its inputs failed (each reported on its
-own ``Error:`` line). Commands parse options, call one job of :mod:`histo_daen.jobs` and echo its result.
+own ``Error:`` line); 130 / 143 interrupted by Ctrl-C (SIGINT) / SIGTERM, after the command's workers were stopped
+and its outputs left resumable. Commands parse options, call one job of :mod:`histo_daen.jobs` and echo its result.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -17,9 +19,23 @@ import click
 from histo_daen import __version__
 from histo_daen.errors import HistoDaenError
 
-__all__ = ["EXIT_SOME_FAILED", "main"]
+__all__ = ["EXIT_SOME_FAILED", "Terminated", "main"]
 
 EXIT_SOME_FAILED = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``kill``, ``timeout``), raised in the main thread like Ctrl-C.
+
+    Being a KeyboardInterrupt, it unwinds through exactly the clean-up Ctrl-C runs: worker pools shut down (no
+    orphaned forkserver or reader), temporary files are removed, and partial outputs stay resumable.
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
+    raise Terminated()
+
 
 # name -> "module:attribute"; each command lives in its own module under cli/ and imports heavy libraries lazily.
 _COMMANDS: dict[str, str] = {}
@@ -58,11 +74,22 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
         except HistoDaenError as err:
             # One line, no traceback: the message names the file, what is wrong and what to do.
             raise click.ClickException(str(err)) from err
+        except KeyboardInterrupt as err:
+            terminated = isinstance(err, Terminated)
+            click.echo(
+                f"Interrupted by {'SIGTERM' if terminated else 'Ctrl-C'}: workers stopped; finished outputs are kept "
+                "and unfinished ones left to resume. Rerun the same command to continue (train: add --resume).",
+                err=True,
+            )
+            ctx.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -18,7 +18,9 @@ __all__ = [
     "NoTissueError",
     "OutputExistsError",
     "PathError",
+    "ResourceLimitError",
     "SlideError",
+    "TrainingDivergedError",
     "WeightsError",
 ]
 
@@ -29,6 +31,15 @@ class HistoDaenError(Exception):
 
 class ConfigError(HistoDaenError, ValueError):
     """A configuration file, key or option value is invalid. The message names the key and the valid choices."""
+
+
+class ResourceLimitError(ConfigError):
+    """A setting asks for more than this machine has (worker processes, memory, disk); the message gives the
+    estimate, the bound and what to change. Raised before anything is allocated or started."""
+
+
+class TrainingDivergedError(HistoDaenError):
+    """Training produced a non-finite loss or gradient; the run stopped before the optimiser step applied it."""
 
 
 class PathError(HistoDaenError):

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "histo_daen"
 
 # Lower rank = more basic. A module may import from its own rank's package or from lower ranks only.
-FOUNDATION = {"errors", "classes", "atomic", "seeding", "config", "devices", "digest", "provenance", "torchrun"}
+FOUNDATION = {
+    "errors", "classes", "atomic", "seeding", "config", "devices", "digest", "provenance", "resources", "torchrun"
+}  # fmt: skip
 RANKS: dict[str, int] = {name: 0 for name in FOUNDATION} | {
     "slide": 1,
     "tiling": 2,

@@ -344,12 +344,16 @@ def load_config(
         raw = _merge(raw, read_yaml_mapping(path))
         source = str(path)
     if isinstance(overrides, Mapping):
-        raw = _merge(raw, _drop_none(overrides))
+        given = _drop_none(overrides)
+        if given:
+            raw = _merge(raw, given)
+            source = f"{source} + options" if path is not None else "options"
     elif overrides or flags:
         strings = list(overrides)
         raw = _merge(raw, _flag_values(cls, flags or {}, strings))
         raw = _merge(raw, parse_overrides(strings))
-        source = f"{source} + overrides" if path is not None else "overrides"
+        # Flags and KEY=VALUE alike: what the command line gave, on top of the file.
+        source = f"{source} + options" if path is not None else "options"
     return config_from_mapping(cls, raw, source)
 
 

@@ -6,7 +6,8 @@ Field comments give units; closed choices are ``Literal`` so the loader lists th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,39 @@ __all__ = [
 
 Backend = Literal["auto", "openslide", "tiffslide"]
 
+# Resolutions a setting may name, in microns per pixel: from beyond an oil-immersion scan (0.01) to a whole slide in a
+# few hundred pixels (1000). Outside it the value is a unit mix-up (mm or nm for um), never a real resolution.
+MPP_RANGE = (0.01, 1000.0)
+# Largest side of a tile or model input: 8192 px RGB is 192 MiB per tile; past it no tile or batch fits anywhere.
+MAX_TILE_SIZE = 8192
+
+
+def _check_finite(cfg: Any) -> None:
+    """Every float field (and every float in a tuple field) is finite.
+
+    NaN passes every ``x > 0`` and ``0 <= x <= 1`` written as a negation, and inf every ``x >= 0``: without this
+    check ``lr: .nan`` trains to a NaN checkpoint and ``--slide-mpp inf`` divides by zero. Called first by each
+    ``__post_init__``, so YAML, ``KEY=VALUE``, command-line options and Python callers all get it.
+    """
+    for item in fields(cfg):
+        value = getattr(cfg, item.name)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"{item.name} must be a finite number, got {number}")
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False, unit: str = "") -> None:
+    """``low <= value <= high`` (``low < value`` with ``low_open``), else a ValueError naming the field and range."""
+    above_low = value > low if low_open else value >= low
+    if not (above_low and value <= high):
+        bracket = "(" if low_open else "["
+        suffix = f" {unit}" if unit else ""
+        raise ValueError(f"{name} must be in {bracket}{_number(low)}, {_number(high)}]{suffix}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 
 @dataclass(frozen=True)
 class TileConfig:
@@ -46,22 +80,17 @@ class TileConfig:
     slide_mpp: float | None = None  # override for slides with no (or an implausible) resolution in their metadata
 
     def __post_init__(self) -> None:
-        if self.target_mpp <= 0:
-            raise ValueError(f"target_mpp must be positive, got {self.target_mpp}")
-        if self.tile_size < 16:
-            raise ValueError(f"tile_size must be at least 16 pixels, got {self.tile_size}")
+        _check_finite(self)
+        _check_range("target_mpp", self.target_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("tile_size", self.tile_size, 16, MAX_TILE_SIZE, unit="pixels")
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap}")
-        if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
-        if self.tissue_mpp <= 0:
-            raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        if not 0 <= self.png_compression <= 9:
-            raise ValueError(f"png_compression must be in [0, 9], got {self.png_compression}")
-        if self.slide_mpp is not None and self.slide_mpp <= 0:
-            raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
+        _check_range("min_tissue", self.min_tissue, 0.0, 1.0)
+        _check_range("tissue_mpp", self.tissue_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("jpeg_quality", self.jpeg_quality, 1, 100)
+        _check_range("png_compression", self.png_compression, 0, 9)
+        if self.slide_mpp is not None:
+            _check_range("slide_mpp", self.slide_mpp, *MPP_RANGE, unit="um/px")
 
 
 Variant = Literal["daen", "seam", "cm", "sm", "cam", "histosegnet"]
@@ -100,14 +129,12 @@ class ModelConfig:
     pcm_output: Literal["replace", "add"] = "replace"  # replace: code (cam_rv); add: paper text (CAM + cam_rv)
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
-        if self.input_mpp <= 0:
-            raise ValueError(f"input_mpp must be positive, got {self.input_mpp}")
-        if self.attention_reduction < 1:
-            raise ValueError(f"attention_reduction must be at least 1, got {self.attention_reduction}")
+        _check_finite(self)
+        _check_range("num_classes", self.num_classes, 1, 1000)
+        _check_range("width", self.width, 0, 4, low_open=True)
+        _check_range("input_mpp", self.input_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("input_size", self.input_size, 16, MAX_TILE_SIZE, unit="pixels")
+        _check_range("attention_reduction", self.attention_reduction, 1, 1024)
         if self.input_normalisation == "custom":
             if self.input_mean is None or self.input_std is None:
                 raise ValueError("input_normalisation 'custom' needs input_mean and input_std (RGB, in [0, 1] units)")
@@ -116,6 +143,10 @@ class ModelConfig:
         elif self.input_mean is not None or self.input_std is not None:
             raise ValueError("input_mean / input_std are used only with input_normalisation 'custom'")
 
+
+# Input rescale factors of test-time views: SEAM's largest is 2; 4 already makes a 224-px patch a 896-px input
+# (16x the pixels and activations of one view).
+INFERENCE_SCALE_RANGE = (0.1, 4.0)
 
 CamSource = Literal["refined", "raw"]
 CamNormalisation = Literal["per_class", "global"]
@@ -145,16 +176,27 @@ class InferenceConfig:
     white_min_pixels: int = 50  # smaller white components (4-connected) stay tissue
 
     def __post_init__(self) -> None:
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be a non-empty list of positive factors, got {list(self.scales)}")
-        if not 0.0 <= self.label_threshold <= 1.0:
-            raise ValueError(f"label_threshold must be in [0, 1], got {self.label_threshold}")
-        if self.background_alpha is not None and not 0.0 <= self.background_alpha <= 1.0:
-            raise ValueError(f"background_alpha must be in [0, 1] or null, got {self.background_alpha}")
-        if not 0 <= self.white_grey_level <= 255:
-            raise ValueError(f"white_grey_level must be in [0, 255], got {self.white_grey_level}")
-        if self.white_min_pixels < 1:
-            raise ValueError(f"white_min_pixels must be at least 1, got {self.white_min_pixels}")
+        _check_finite(self)
+        low, high = INFERENCE_SCALE_RANGE
+        if not self.scales or not all(low <= s <= high for s in self.scales):
+            raise ValueError(
+                f"scales must be a non-empty list of factors in [{low:g}, {high:g}], got {list(self.scales)}"
+            )
+        _check_range("label_threshold", self.label_threshold, 0.0, 1.0)
+        if self.background_alpha is not None:
+            _check_range("background_alpha", self.background_alpha, 0.0, 1.0)
+        _check_range("white_grey_level", self.white_grey_level, 0, 255)
+        _check_range("white_min_pixels", self.white_min_pixels, 1, 2**31)
+
+
+# Patches or tiles in one forward pass; larger batches fit no accelerator made.
+MAX_BATCH_SIZE = 4096
+
+
+def _check_workers(workers: int) -> None:
+    # Only the sign here: how many workers this machine can run is decided when they start (histo_daen.resources).
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: work in this process), got {workers}")
 
 
 @dataclass(frozen=True)
@@ -170,12 +212,10 @@ class EvaluateConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.n_examples < 0:
-            raise ValueError(f"n_examples must be >= 0, got {self.n_examples}")
+        _check_finite(self)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_workers(self.workers)
+        _check_range("n_examples", self.n_examples, 0, 10_000)
 
 
 # --- segment (owned by histo_daen.inference.slide, histo_daen.export and histo_daen.pipeline) ---------------------
@@ -221,28 +261,22 @@ class SegmentConfig:
     inference: InferenceConfig = field(default_factory=_slide_inference)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
-        if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
-        if self.tissue_mpp <= 0:
-            raise ValueError(f"tissue_mpp must be positive, got {self.tissue_mpp}")
-        if self.map_stride < 1:
-            raise ValueError(f"map_stride must be at least 1, got {self.map_stride}")
-        if self.chunk_size < 16:
-            raise ValueError(f"chunk_size must be at least 16, got {self.chunk_size}")
-        if self.pyramid_levels is not None and self.pyramid_levels < 1:
-            raise ValueError(f"pyramid_levels must be at least 1 or null, got {self.pyramid_levels}")
-        if self.slide_mpp is not None and self.slide_mpp <= 0:
-            raise ValueError(f"slide_mpp must be positive, got {self.slide_mpp}")
-        if self.geojson_simplify < 0 or self.geojson_min_area_um2 < 0:
-            raise ValueError("geojson_simplify and geojson_min_area_um2 must be >= 0")
-        if self.overview_max_side < 64:
-            raise ValueError(f"overview_max_side must be at least 64, got {self.overview_max_side}")
+        _check_finite(self)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_workers(self.workers)
+        _check_range("overlap", self.overlap, 0, MAX_TILE_SIZE, unit="pixels")
+        _check_range("min_tissue", self.min_tissue, 0.0, 1.0)
+        _check_range("tissue_mpp", self.tissue_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("map_stride", self.map_stride, 1, 256)
+        _check_range("chunk_size", self.chunk_size, 16, 16384, unit="pixels")
+        if self.pyramid_levels is not None:
+            _check_range("pyramid_levels", self.pyramid_levels, 1, 32)
+        if self.slide_mpp is not None:
+            _check_range("slide_mpp", self.slide_mpp, *MPP_RANGE, unit="um/px")
+        _check_range("geojson_simplify", self.geojson_simplify, 0.0, 1000.0, unit="map pixels")
+        if self.geojson_min_area_um2 < 0:
+            raise ValueError(f"geojson_min_area_um2 must be >= 0, got {self.geojson_min_area_um2:g}")
+        _check_range("overview_max_side", self.overview_max_side, 64, 16384, unit="pixels")
 
 
 # --- training (owned by histo_daen.training and histo_daen.data) -------------------------------------------------
@@ -261,12 +295,12 @@ class DataConfig:
     workers: int = 2  # data-loader processes per training process (0: load in the training process)
     input_scale: float = 1.0  # resize factor applied to every patch before the model (2.0: 224 patches -> 448)
     validate: bool = True  # check every file of the dataset (names, pairs, PNGs, mask values) before training
+    verify: bool = False  # "tiles" only: also check each labelled tile's size and SHA-256 against its manifest
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if not 0.1 <= self.input_scale <= 8.0:
-            raise ValueError(f"input_scale must be in [0.1, 8], got {self.input_scale}")
+        _check_finite(self)
+        _check_workers(self.workers)
+        _check_range("input_scale", self.input_scale, 0.1, 8.0)
 
 
 @dataclass(frozen=True)
@@ -283,6 +317,7 @@ class AugmentConfig:
     hue: float = 0.1  # fraction of the hue circle, in [0, 0.5]
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if not 0.0 <= self.hed_strength < 1.0:
             raise ValueError(f"hed_strength must be in [0, 1), got {self.hed_strength}")
         for name in ("brightness", "contrast", "saturation"):
@@ -306,6 +341,7 @@ class TwinConfig:
     rotations: bool = False  # also a random multiple of 90 degrees per patch
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         if not 0.1 <= self.scale <= 2.0:
             raise ValueError(f"twin scale must be in [0.1, 2], got {self.scale}")
 
@@ -323,6 +359,7 @@ class LossConfig:
     rvmin_fraction: float = 0.25  # fraction of pixels whose foreground maximum rvmin pushes to zero (SEAM: 1/4)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         for name in ("classification_weight", "equivariant_weight", "cross_equivariant_weight", "rvmin_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -351,12 +388,16 @@ class OptimConfig:
     max_steps: int | None = None  # stop (and end the schedule) after this many steps, for short runs
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0 or self.poly_power < 0:
-            raise ValueError("momentum, weight_decay and poly_power must be >= 0")
-        if self.batch_size < 1 or self.accumulation_steps < 1 or self.epochs < 1:
-            raise ValueError("batch_size, accumulation_steps and epochs must be at least 1")
+        _check_finite(self)
+        # Above 10 no network trains: the first step already overflows (SEAM: 0.01; new layers get x10).
+        _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        _check_range("new_layer_lr_multiplier", self.new_layer_lr_multiplier, 0.0, 1000.0, low_open=True)
+        _check_range("momentum", self.momentum, 0.0, 0.999)  # 1 and above: the velocity never decays
+        _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_range("poly_power", self.poly_power, 0.0, 100.0)
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _check_range("accumulation_steps", self.accumulation_steps, 1, MAX_BATCH_SIZE)
+        _check_range("epochs", self.epochs, 1, 1_000_000)
         if self.batch_size % self.accumulation_steps:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by accumulation_steps {self.accumulation_steps}"
@@ -384,6 +425,7 @@ class TrainConfig:
     log_every: int = 10  # optimiser steps between metrics.jsonl lines
 
     def __post_init__(self) -> None:
+        _check_range("seed", self.seed, 0, 2**32 - 1)  # NumPy's seed range
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be at least 1")
 

@@ -112,6 +112,11 @@ _KINDS: dict[str, tuple[str, str]] = {
     "unknown_tile": ("label for a tile in no manifest", "labels for tiles in no manifest"),
     "duplicate_tile": ("tile labelled twice", "tiles labelled twice"),
     "missing_tile": ("tile file missing", "tile files missing"),
+    "outside_root": ("path leading outside its folder", "paths leading outside their folder"),
+    "changed_tile": (
+        "tile whose size or SHA-256 differs from its manifest",
+        "tiles whose size or SHA-256 differs from their manifest",
+    ),
 }
 
 

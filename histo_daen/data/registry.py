@@ -111,7 +111,9 @@ def _load_tiles(
     cfg: DataConfig, splits: Sequence[Split], required: Sequence[Split], open_files: bool, progress: bool
 ) -> dict[Split, list[PatchRecord]]:
     assert cfg.root is not None
-    return check_tiles(cfg.root, cfg.labels_csv, splits=splits, open_files=open_files, progress=progress)
+    return check_tiles(
+        cfg.root, cfg.labels_csv, splits=splits, open_files=open_files, verify=cfg.verify, progress=progress
+    )
 
 
 register_dataset(DatasetSpec("luad", "LUAD-HistoSeg", LUAD, LUAD_MPP, _load_luad))

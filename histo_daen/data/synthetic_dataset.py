@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -31,8 +32,15 @@ from histo_daen import __version__
 from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text
 from histo_daen.classes import LUAD
 from histo_daen.data.masks import write_mask
-from histo_daen.data.synthetic_tissue import GLASS_INDEX, TissueStyle, random_region_map, render_tissue
-from histo_daen.errors import OutputExistsError
+from histo_daen.data.synthetic_tissue import (
+    GLASS_INDEX,
+    RENDER_PIXEL_BYTES,
+    TissueStyle,
+    random_region_map,
+    render_tissue,
+)
+from histo_daen.errors import ConfigError, OutputExistsError
+from histo_daen.resources import require_disk, require_memory, require_workers, usable_cores
 
 __all__ = ["SyntheticDataset", "SyntheticPatch", "synthetic_patch", "write_synthetic_luad"]
 
@@ -165,7 +173,23 @@ def write_synthetic_luad(
     """
     target = Path(output_dir)
     if min(n_train, n_val, n_test) < 0:
-        raise ValueError("patch counts must be >= 0")
+        raise ConfigError("patch counts must be >= 0")
+    if not 32 <= patch_size <= 8192:
+        raise ConfigError(f"patch_size must be in [32, 8192] pixels, got {patch_size}")
+    if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
+        raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
+    n_workers = usable_cores() if workers is None else workers
+    require_workers(n_workers, setting="workers")
+    pixels = patch_size * patch_size
+    require_memory(
+        pixels * RENDER_PIXEL_BYTES * max(1, n_workers),
+        what=f"drawing {patch_size}x{patch_size}-px patches in {max(1, n_workers)} process(es)",
+        hint="Choose a smaller --patch-size.",
+    )
+    # A PNG of rendered tissue is about as big as its raw pixels (texture noise does not compress); masks add little.
+    require_disk(
+        (n_train + n_val + n_test) * pixels * 3, target.parent, what="the dataset", hint="Write fewer patches."
+    )
     if target.exists():
         if not overwrite:
             raise OutputExistsError(target, "already exists", "Pass --overwrite to replace it, or choose another -o.")
@@ -173,7 +197,6 @@ def write_synthetic_luad(
     counts = {"train": n_train, "val": n_val, "test": n_test}
     total = sum(counts.values())
     style = style or TissueStyle()
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
     with atomic_dir(target) as building, tqdm(total=total, unit="patch", disable=not progress) as bar:
         jobs = []
         for split, count in counts.items():

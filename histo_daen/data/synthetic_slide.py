@@ -48,6 +48,7 @@ from histo_daen.classes import LUAD
 from histo_daen.data.synthetic_tissue import (
     ADIPOSE_INDEX,
     GLASS_INDEX,
+    RENDER_PIXEL_BYTES,
     TAS,
     RegionLayout,
     TissueAppearance,
@@ -55,7 +56,8 @@ from histo_daen.data.synthetic_tissue import (
     render_tissue,
     smooth_noise,
 )
-from histo_daen.errors import PathError
+from histo_daen.errors import ConfigError, PathError
+from histo_daen.resources import require_disk, require_memory
 from histo_daen.slide import open_slide
 
 __all__ = [
@@ -94,6 +96,11 @@ _RENDER_WIDTH = 2048  # level-0 columns rendered at once (bounds the renderer's 
 _IN_MEMORY_LEVELS_BYTES = 256 << 20  # lower levels bigger than this go to a memory-mapped scratch file
 _LABEL_POINTS = 4_000_000  # ground-truth layout resolution: at most this many points, at least 1 um/px
 _THUMBNAIL_SIDE = 1024
+# File bytes per level-0 pixel, pyramid included (x 4/3), rounded up from H&E-like tissue: JPEG at quality 90 about
+# 0.1 on the demo slide (mostly glass), lossless Deflate about half the raw 3 bytes.
+_FILE_BYTES_PER_PIXEL = {"jpeg": 0.4, "zlib": 2.0, None: 4.0}
+# Level-0 rows are halved into every lower level as they pass: the band, its float copies and the halvings.
+_BAND_BYTES_PER_PIXEL = 16
 
 
 @dataclass(frozen=True)
@@ -346,7 +353,7 @@ def _ink_marks(
     marks = []
     for index, name in enumerate(colours):
         if name not in INK_COLOURS:
-            raise ValueError(f"unknown ink colour {name!r}; choose from {', '.join(INK_COLOURS)}")
+            raise ConfigError(f"unknown ink colour {name!r}; choose from {', '.join(INK_COLOURS)}")
         colour = INK_COLOURS[name]
         frame = frames[index % len(frames)]
         cx, cy, rx, ry, _ = frame
@@ -566,16 +573,21 @@ def write_synthetic_slide(
     """
     path = Path(path)
     width, height = (int(size_wh[0]), int(size_wh[1]))
-    if width < 1 or height < 1 or levels < 1 or mask_downsample < 1 or not mpp > 0:
-        raise ValueError(f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mpp={mpp}")
+    if width < 1 or height < 1 or levels < 1 or mask_downsample < 1:
+        raise ConfigError(
+            f"invalid slide geometry: size_wh={size_wh}, levels={levels}, mask_downsample={mask_downsample}"
+        )
+    if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
+        raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
     if min(width, height) >> (levels - 1) < 1:
-        raise ValueError(f"{levels} levels do not fit a {width}x{height} slide")
+        raise ConfigError(f"{levels} levels do not fit a {width}x{height} slide")
     if kind not in ("svs", "tiff"):
         raise ValueError(f"kind must be 'svs' or 'tiff', got {kind!r}")
     if not set(classes) <= {0, 1, 2, 3, GLASS_INDEX, ADIPOSE_INDEX}:
-        raise ValueError(f"classes must be dataset indices 0-3, {GLASS_INDEX} (glass) or {ADIPOSE_INDEX} (fat)")
-    if min(stain_scale) < 0:
-        raise ValueError(f"stain_scale must be non-negative, got {stain_scale}")
+        raise ConfigError(f"classes must be dataset indices 0-3, {GLASS_INDEX} (glass) or {ADIPOSE_INDEX} (fat)")
+    if not all(math.isfinite(scale) and scale >= 0 for scale in stain_scale):
+        raise ConfigError(f"stain_scale must be finite and non-negative, got {stain_scale}")
+    _check_resources(path, (width, height), compression)
     rng = np.random.default_rng(seed)
     style = style or TissueStyle()
     appearance = TissueAppearance.draw(rng, style)
@@ -632,6 +644,22 @@ def write_synthetic_slide(
         kind=kind,
         has_mpp_metadata=write_mpp,
         marks_path=marks_path,
+    )
+
+
+def _check_resources(path: Path, size_wh: tuple[int, int], compression: Compression | None) -> None:
+    """Refuse, with the estimates, a slide whose bands do not fit in memory or whose file does not fit on disk."""
+    width, height = size_wh
+    band_bytes = _FILE_TILE * width * _BAND_BYTES_PER_PIXEL + (_FILE_TILE + 64) * _RENDER_WIDTH * RENDER_PIXEL_BYTES
+    size = f"a {width}x{height} synthetic slide"
+    require_memory(band_bytes, what=f"{size} (one band of {_FILE_TILE} rows)", hint="Choose a smaller --size.")
+    lower_bytes = width * height * 3 / 3  # the lower levels add up to a third of level 0
+    scratch_bytes = lower_bytes if lower_bytes > _IN_MEMORY_LEVELS_BYTES else 0
+    require_disk(
+        width * height * _FILE_BYTES_PER_PIXEL.get(compression, 4.0) + scratch_bytes,
+        path.parent,
+        what=f"{size} ({compression or 'uncompressed'} tiles, pyramid and scratch space)",
+        hint="Choose a smaller --size or another place.",
     )
 
 

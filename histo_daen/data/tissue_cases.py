@@ -27,6 +27,7 @@ from typing import Any
 
 from histo_daen.data.synthetic_slide import Compression, SyntheticSlide, write_synthetic_slide
 from histo_daen.data.synthetic_tissue import ADIPOSE_INDEX, LYM, NEC, TAS, TE
+from histo_daen.errors import ConfigError
 
 __all__ = ["CASE_MASK_MPP", "TISSUE_CASES", "TissueCase", "write_tissue_case"]
 
@@ -107,10 +108,10 @@ def write_tissue_case(
         kind: ``"svs"`` or ``"tiff"``.
     """
     if name not in TISSUE_CASES:
-        raise ValueError(f"unknown tissue case {name!r}; choose from {', '.join(TISSUE_CASES)}")
+        raise ConfigError(f"unknown tissue case {name!r}; choose from {', '.join(TISSUE_CASES)}")
     downsample = CASE_MASK_MPP / mpp
     if abs(downsample - round(downsample)) > 1e-9 or downsample < 1:
-        raise ValueError(f"{CASE_MASK_MPP:g} um must be a whole number of level-0 pixels of {mpp:g} um")
+        raise ConfigError(f"{CASE_MASK_MPP:g} um must be a whole number of level-0 pixels of {mpp:g} um")
     suffix = ".svs" if kind == "svs" else ".tiff"
     return write_synthetic_slide(
         Path(folder) / f"{name}{suffix}",

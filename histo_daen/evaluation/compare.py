@@ -9,7 +9,9 @@
 - ``iou_by_class.png``: a grouped bar chart, one group per class plus the mean, one bar per method (published
   bars hatched and pale).
 
-Published numbers are shown only when every evaluation used the LUAD class set.
+Published numbers are shown only when every evaluation used the LUAD class set. Every row names its dataset and
+split; evaluations of different datasets or splits are refused (their scores do not rank) unless ``allow_mixed``,
+and then the table says so.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class MethodRow:
         protocol: how the numbers were scored and with which labels, in a few words.
         reference: the evaluation folder, or the exact published source.
         note: footnote marker text for published rows.
+        dataset, split: what was scored ("luad", "test"); "?" where the record or source does not say.
     """
 
     name: str
@@ -57,6 +60,8 @@ class MethodRow:
     protocol: str = ""
     reference: str = ""
     note: str = ""
+    dataset: str = "?"
+    split: str = "?"
 
 
 _DAEN_TABLE6 = (
@@ -84,6 +89,7 @@ def _published(
     protocol: str,
     reference: str,
     note: str,
+    split: str = "?",
 ) -> MethodRow:
     def fraction(value: float | None) -> float | None:
         return None if value is None else value / 100
@@ -99,6 +105,8 @@ def _published(
         protocol=protocol,
         reference=reference,
         note=note,
+        dataset="luad",
+        split=split,
     )
 
 
@@ -119,6 +127,7 @@ PUBLISHED_LUAD: tuple[MethodRow, ...] = (
         protocol="mlps, predicted labels",
         reference="third-party log exp14",
         note="b",
+        split="test",
     ),
     _published(
         "MLPS stage-1 CAM (exp13)",
@@ -131,6 +140,7 @@ PUBLISHED_LUAD: tuple[MethodRow, ...] = (
         protocol="mlps, predicted labels",
         reference="third-party log exp13",
         note="b",
+        split="test",
     ),
 )
 _FOOTNOTES = {"a": _DAEN_TABLE6, "b": _MLPS_LOGS}
@@ -163,14 +173,17 @@ def _protocol_summary(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def rows_from_evaluations(eval_dirs: Sequence[str | os.PathLike[str]]) -> tuple[tuple[MethodRow, ...], str]:
+def rows_from_evaluations(
+    eval_dirs: Sequence[str | os.PathLike[str]], *, allow_mixed: bool = False
+) -> tuple[tuple[MethodRow, ...], str]:
     """Read each evaluation folder into a measured row; returns the rows and the common class set name.
 
     Rows are named by their folder (``eval/daen`` -> ``daen``), or by the parent and folder when names repeat.
 
     Raises:
         PathError: a folder holds no readable metrics record.
-        ConfigError: no folder given, or the evaluations used different class sets.
+        ConfigError: no folder given, the evaluations used different class sets, or (without ``allow_mixed``)
+            different datasets or splits.
     """
     if not eval_dirs:
         raise ConfigError("compare needs at least one evaluation folder (written by 'histo-daen evaluate -o DIR')")
@@ -187,6 +200,9 @@ def rows_from_evaluations(eval_dirs: Sequence[str | os.PathLike[str]]) -> tuple[
         scores = record["scores"]
         variant = record.get("method", "?")
         label = name if name == variant else f"{name} ({variant})"
+        scored = record.get("dataset")
+        if not isinstance(scored, dict):
+            scored = {}
         rows.append(
             MethodRow(
                 name=label,
@@ -197,7 +213,16 @@ def rows_from_evaluations(eval_dirs: Sequence[str | os.PathLike[str]]) -> tuple[
                 pixel_accuracy=scores.get("pixel_accuracy"),
                 protocol=_protocol_summary(record),
                 reference=str(folder),
+                dataset=str(scored.get("name", "?")),
+                split=str(scored.get("split", "?")),
             )
+        )
+    scored_on = {(row.dataset, row.split) for row in rows}
+    if len(scored_on) > 1 and not allow_mixed:
+        listed = ", ".join(f"{row.reference}: {row.dataset} {row.split}" for row in rows)
+        raise ConfigError(
+            f"the evaluations scored different datasets or splits ({listed}), whose scores do not rank against each "
+            "other; compare evaluations of one split, or pass --allow-mixed to put them side by side anyway"
         )
     return tuple(rows), class_sets.pop()
 
@@ -206,8 +231,12 @@ def _percent(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
+def _is_mixed(rows: Sequence[MethodRow]) -> bool:
+    return len({(row.dataset, row.split) for row in rows if row.source == "measured"}) > 1
+
+
 def _markdown(rows: Sequence[MethodRow], codes: Sequence[str]) -> str:
-    header = ["Method", "Source", *codes, "mIoU", "FwIoU", "PixAcc", "Protocol"]
+    header = ["Method", "Source", "Dataset", "Split", *codes, "mIoU", "FwIoU", "PixAcc", "Protocol"]
     lines = [
         "# Tissue segmentation: IoU per class (%)",
         "",
@@ -218,13 +247,21 @@ def _markdown(rows: Sequence[MethodRow], codes: Sequence[str]) -> str:
         "comparison.",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(codes) + 3) + ["---"]) + "|",
+        "|" + "|".join(["---"] * 4 + ["---:"] * (len(codes) + 3) + ["---"]) + "|",
     ]
+    if _is_mixed(rows):
+        lines[3:3] = [
+            "**The measured rows scored different datasets or splits (see the Dataset and Split columns): their "
+            "numbers do not rank against each other.**",
+            "",
+        ]
     for row in rows:
         source = "measured" if row.source == "measured" else f"**published, not measured here** [{row.note}]"
         cells = [
             row.name,
             source,
+            row.dataset,
+            row.split,
             *(_percent(row.iou.get(code)) for code in codes),
             f"**{_percent(row.miou)}**",
             _percent(row.fw_iou),
@@ -247,7 +284,18 @@ def _csv(rows: Sequence[MethodRow], codes: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["method", "source", *(f"iou_{c}" for c in codes), "miou", "fw_iou", "pixel_accuracy", "protocol", "reference"]
+        [
+            "method",
+            "source",
+            "dataset",
+            "split",
+            *(f"iou_{c}" for c in codes),
+            "miou",
+            "fw_iou",
+            "pixel_accuracy",
+            "protocol",
+            "reference",
+        ]
     )
     for row in rows:
         reference = row.reference if row.source == "measured" else f"{row.reference}: {_FOOTNOTES[row.note]}"
@@ -255,6 +303,8 @@ def _csv(rows: Sequence[MethodRow], codes: Sequence[str]) -> str:
             [
                 row.name,
                 "measured" if row.source == "measured" else "published (not measured here)",
+                row.dataset,
+                row.split,
                 *(_percent(row.iou.get(code)) for code in codes),
                 _percent(row.miou),
                 _percent(row.fw_iou),
@@ -311,6 +361,7 @@ def compare_evaluations(
     *,
     include_published: bool = True,
     overwrite: bool = False,
+    allow_mixed: bool = False,
 ) -> CompareResult:
     """Write the comparison table (markdown, CSV) and bar chart of several evaluations into ``output_dir``.
 
@@ -319,12 +370,13 @@ def compare_evaluations(
         output_dir: created; must not exist unless ``overwrite``.
         include_published: add the published LUAD-HistoSeg rows (reference.md §8.1), marked as published.
         overwrite: replace an existing ``output_dir``.
+        allow_mixed: put evaluations of different datasets or splits side by side (the table says so).
 
     Raises:
         OutputExistsError: ``output_dir`` exists and ``overwrite`` is off.
         PathError, ConfigError: see :func:`rows_from_evaluations`.
     """
-    measured, class_set_name = rows_from_evaluations(eval_dirs)
+    measured, class_set_name = rows_from_evaluations(eval_dirs, allow_mixed=allow_mixed)
     target = check_output_dir(output_dir, overwrite=overwrite)
     codes = tuple(measured[0].iou)
     rows = measured

@@ -40,7 +40,7 @@ from histo_daen.config.schema import DataConfig, EvaluateConfig, InferenceConfig
 from histo_daen.data.masks import write_mask
 from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import dataset_names, dataset_spec, load_splits
-from histo_daen.errors import ConfigError, DatasetError
+from histo_daen.errors import CheckpointError, ConfigError, DatasetError
 from histo_daen.evaluation.folders import check_output_dir, replace_folder
 from histo_daen.evaluation.metrics import PROTOCOL, Scores, confusion_matrix, scores
 from histo_daen.evaluation.pictures import save_confusion_matrix, save_example
@@ -48,6 +48,7 @@ from histo_daen.evaluation.report import format_scores_table, write_metrics
 from histo_daen.inference.cams import cam_kind, compute_cams
 from histo_daen.inference.labels import cams_to_label_map
 from histo_daen.models.checkpoint import LoadedModel, load_model
+from histo_daen.resources import require_workers
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_model"]
 
@@ -259,6 +260,7 @@ def evaluate(
         ConfigError: the dataset's classes differ from the model's.
     """
     target = check_output_dir(output_dir, overwrite=overwrite)
+    require_workers(cfg.workers, setting="workers")
     torch_device = torch.device(device)
     loaded = load_model(checkpoint, device=torch_device)
     name = _dataset_name(cfg, loaded.config)
@@ -267,6 +269,13 @@ def evaluate(
         raise ConfigError(
             f"{checkpoint}: the model predicts the {loaded.model_config.class_set} classes but dataset {name!r} has "
             f"the {spec.class_set.name} classes; pass the matching dataset (dataset={loaded.model_config.class_set})"
+        )
+    if tuple(loaded.classes) != spec.class_set.codes:
+        raise CheckpointError(
+            checkpoint,
+            f"predicts {len(loaded.classes)} classes ({', '.join(loaded.classes)}), but the {spec.title} masks have "
+            f"{len(spec.class_set)} ({', '.join(spec.class_set.codes)})",
+            "Evaluate a checkpoint trained on this dataset's classes.",
         )
     data_cfg = DataConfig(dataset=name, root=Path(data_root), validate=True)
     records = load_splits(data_cfg, (cfg.split,), required=(cfg.split,), progress=progress)[cfg.split]

@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 from histo_daen.atomic import atomic_write
 from histo_daen.classes import ClassSet
 from histo_daen.config.schema import SegmentConfig
-from histo_daen.export.zarr_map import TissueMap
+from histo_daen.export.zarr_map import TissueMap, reading_map
 
 __all__ = [
     "GeoJsonOptions",
@@ -271,7 +271,8 @@ def _mean_class_scores(tissue_map: TissueMap) -> dict[int, dict[str, float]]:
     sums, counts = np.zeros(n_classes), np.zeros(n_classes, dtype=np.int64)
     scores = tissue_map.scores(0)
     for y0, band in tissue_map.label_bands():
-        band_scores = np.asarray(scores[:, y0 : y0 + band.shape[0], :], dtype=np.float32)
+        with reading_map(tissue_map.path):
+            band_scores = np.asarray(scores[:, y0 : y0 + band.shape[0], :], dtype=np.float32)
         for index in range(n_classes):
             where = band == index + 1
             sums[index] += float(band_scores[index][where].sum())

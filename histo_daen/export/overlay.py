@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from histo_daen.atomic import atomic_write
-from histo_daen.export.zarr_map import ClassArea, TissueMap, class_areas
+from histo_daen.export.zarr_map import ClassArea, TissueMap, class_areas, reading_map
 
 __all__ = ["label_thumbnail", "overlay_labels", "write_overview"]
 
@@ -39,7 +39,8 @@ def label_thumbnail(tissue_map: TissueMap, shape_hw: tuple[int, int], *, slide_s
     level_downsample = tissue_map.map_downsample * 2**level
     rows = np.clip(((np.arange(height) + 0.5) * ds_y / level_downsample).astype(np.int64), 0, labels.shape[0] - 1)
     cols = np.clip(((np.arange(width) + 0.5) * ds_x / level_downsample).astype(np.int64), 0, labels.shape[1] - 1)
-    return np.asarray(labels.oindex[rows, cols], dtype=np.uint8)
+    with reading_map(tissue_map.path):
+        return np.asarray(labels.oindex[rows, cols], dtype=np.uint8)
 
 
 def overlay_labels(

@@ -16,10 +16,16 @@ directly (level-0 x of map column ``j`` = ``j * map_downsample``).
 The map is written band by band (a band is one row of chunks), so neither the slide nor the map is ever held in
 memory. ``histo_daen.bands_done`` counts the finished bands: a killed job resumes at the first unfinished band. The
 OME metadata and ``histo_daen.complete = true`` are written last; a map without them is an interrupted run.
+
+Damage is detected, never read as "no tissue": since map format 2 every chunk is stored (also those of glass, which
+zarr would otherwise leave out as equal to the fill value) with a Zstandard checksum, so :func:`read_tissue_map`
+refuses a map with a missing chunk and reading a corrupt chunk raises a :class:`~histo_daen.errors.PathError`
+naming the map (:func:`reading_map`). Format-1 maps, which left out glass chunks, are read without the first check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -51,6 +57,7 @@ __all__ = [
     "downsample_scores",
     "open_map_writer",
     "read_tissue_map",
+    "reading_map",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ NgffVersion = Literal["0.4", "0.5"]
 
 LABEL_NAME = "tissue_classes"
 SCORES_NAME = "class_probabilities"
-MAP_FORMAT_VERSION = 1
+MAP_FORMAT_VERSION = 2  # 2: every chunk stored, Zstandard checksums (damage is detectable); 1: glass chunks omitted
 # Auto pyramids halve until the smallest level fits in about this many pixels a side (formats.md §2.7).
 PYRAMID_MAX_SIDE = 1024
 _ZSTD_LEVEL = 3
@@ -78,7 +85,27 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     if not isinstance(node, zarr.Array):
         raise KeyError(f"{name} in {group.store_path} is not an array")
-    return node
+    # Glass chunks equal the fill value; zarr would leave them out, and a missing chunk could not be told from one.
+    return node.with_config({"write_empty_chunks": True})
+
+
+# What decoding a damaged chunk raises: Zstandard's checksum or frame errors (RuntimeError from numcodecs), a chunk of
+# the wrong size (ValueError), a file that vanished or cannot be read (OSError).
+_DAMAGED_CHUNK_ERRORS = (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError)
+
+
+@contextlib.contextmanager
+def reading_map(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what a damaged chunk raises while reading the map at ``path`` into one :class:`PathError`."""
+    try:
+        yield
+    except _DAMAGED_CHUNK_ERRORS as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PathError(
+            path,
+            f"is damaged: a chunk cannot be decoded ({reason})",
+            "Segment the slide again (histo-daen segment --overwrite), or restore the map from a copy.",
+        ) from err
 
 
 def _group(group: zarr.Group, name: str) -> zarr.Group:
@@ -338,7 +365,10 @@ def _chunk_key_encoding(zarr_format: int) -> dict[str, Any]:
 
 
 def _compressors(zarr_format: int) -> Any:
-    return numcodecs.Zstd(level=_ZSTD_LEVEL) if zarr_format == 2 else ZstdCodec(level=_ZSTD_LEVEL)
+    # The checksum makes a flipped bit a decoding error instead of wrong labels (4 bytes per chunk).
+    if zarr_format == 2:
+        return numcodecs.Zstd(level=_ZSTD_LEVEL, checksum=True)
+    return ZstdCodec(level=_ZSTD_LEVEL, checksum=True)
 
 
 def _stored_classes(attrs: dict[str, Any]) -> ClassSet:
@@ -362,6 +392,7 @@ def _create_scores_array(
         chunk_key_encoding=_chunk_key_encoding(zarr_format),
         dimension_names=["c", "y", "x"] if zarr_format == 3 else None,
         overwrite=True,
+        config={"write_empty_chunks": True},
     )
 
 
@@ -377,6 +408,7 @@ def _create_labels_array(group: zarr.Group, name: str, shape_hw: tuple[int, int]
         chunk_key_encoding=_chunk_key_encoding(zarr_format),
         dimension_names=["y", "x"] if zarr_format == 3 else None,
         overwrite=True,
+        config={"write_empty_chunks": True},
     )
 
 
@@ -496,10 +528,16 @@ class TissueMap:
         return zarr.open_array(self.path / f"s{level}", mode="r")
 
     def label_bands(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Level s0 in bands of chunk rows: yields ``(y0, (h, W) uint8 labels)``; memory stays one band."""
+        """Level s0 in bands of chunk rows: yields ``(y0, (h, W) uint8 labels)``; memory stays one band.
+
+        Raises:
+            PathError: a chunk is damaged.
+        """
         labels = self.labels(0)
         for y0 in range(0, self.shape_hw[0], self.chunk_size):
-            yield y0, np.asarray(labels[y0 : y0 + self.chunk_size, :])
+            with reading_map(self.path):
+                band = np.asarray(labels[y0 : y0 + self.chunk_size, :])
+            yield y0, band
 
 
 def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
@@ -524,6 +562,8 @@ def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
             f"is an unfinished map ({attrs.get('bands_done', 0)} bands written)",
             "Rerun `histo-daen segment` with the same options to finish it.",
         )
+    if int(attrs.get("format_version", 1)) >= 2:
+        _check_all_chunks(source, group, int(attrs["n_levels"]))
     return TissueMap(
         path=source,
         classes=_stored_classes(attrs),
@@ -535,6 +575,26 @@ def read_tissue_map(path: str | os.PathLike[str]) -> TissueMap:
         provenance=dict(attrs.get("provenance", {})),
         chunk_size=int(attrs["chunk_size"]),
     )
+
+
+def _check_all_chunks(source: Path, group: zarr.Group, n_levels: int) -> None:
+    """Every chunk of every level is stored (format 2 writes them all); a missing one is damage, not glass."""
+    for name in [f"s{level}" for level in range(n_levels)] + [
+        f"labels/{LABEL_NAME}/s{level}" for level in range(n_levels)
+    ]:
+        try:
+            array = _array(group, name)
+            stored, expected = array.nchunks_initialized, array.nchunks
+        except (*_NOT_OUR_MAP_ERRORS, *_DAMAGED_CHUNK_ERRORS) as err:
+            raise PathError(
+                source, f"is damaged: {name} cannot be opened ({err})", "Segment the slide again with --overwrite."
+            ) from err
+        if stored != expected:
+            raise PathError(
+                source,
+                f"is damaged: {expected - stored} of {expected} chunks of {name} are missing",
+                "Segment the slide again (histo-daen segment --overwrite), or restore the map from a copy.",
+            )
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_ma
 from histo_daen.jobs.cohort import CohortReport, Shard, SlideOutcome, SlideTask, run_cohort
 from histo_daen.models.checkpoint import LoadedModel, load_model
 from histo_daen.provenance import require_same
+from histo_daen.resources import require_workers
 from histo_daen.slide import Slide, open_slide
 
 __all__ = ["SegmentReport", "SlideSegmentation", "segment_cohort", "write_summary_csv"]
@@ -314,6 +315,7 @@ def segment_cohort(
         ConfigError: no slides were given. PathError: the output folder cannot be written.
     """
     config = SegmentConfig() if config is None else config
+    require_workers(config.workers, setting="--workers (workers)", kind="threads")
     resolved = process_device(device)
     checkpoint_path = Path(checkpoint)
     loaded = load_model(checkpoint_path, device=resolved)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from histo_daen.config.schema import TileConfig
 from histo_daen.jobs.cohort import CohortReport, Shard, SlideOutcome, SlideTask, run_cohort
+from histo_daen.resources import require_workers
 from histo_daen.tiling.folder import SlideTilingResult, tile_slide
 
 __all__ = ["TilingReport", "tile_cohort"]
@@ -49,8 +50,11 @@ def tile_cohort(
 
     Raises:
         ConfigError: no inputs. PathError: the output folder cannot be written (nothing is tiled then).
+        ResourceLimitError: more workers than this machine can run (before any output is made).
     """
     config = config or TileConfig()
+    if workers is not None:
+        require_workers(workers, setting="--workers")
 
     def work(task: SlideTask) -> tuple[Literal["done", "skipped"], SlideTilingResult]:
         result = tile_slide(

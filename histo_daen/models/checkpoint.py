@@ -47,6 +47,7 @@ __all__ = [
     "checkpoint_state",
     "load_model",
     "model_config_of",
+    "non_finite_tensors",
     "read_checkpoint",
     "restore_weights",
     "save_checkpoint",
@@ -98,6 +99,20 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
             key = key.split(".", 1)[1]
         stripped[key] = value
     return stripped
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Keys of the floating-point tensors holding a NaN or an infinity (a diverged run's weights)."""
+    return [
+        key
+        for key, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def _listed(keys: list[str], total: int) -> str:
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return f"{', '.join(keys[:3])}{more}: {len(keys)} of {total} tensors"
 
 
 def _plain_config(value: Any) -> dict[str, Any]:
@@ -180,6 +195,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
 
     Raises:
         KeyError: a required entry is missing. TypeError: an entry is not a tensor or plain value.
+        CheckpointError: a weight holds NaN or inf (nothing is written).
     """
     missing = [key for key in _REQUIRED_KEYS if key not in state and key != "format_version"]
     if missing:
@@ -193,6 +209,13 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     payload["histo_daen_version"] = __version__
     for key, value in payload.items():
         _check_plain(value, key)
+    broken = non_finite_tensors(payload["state_dict"])
+    if broken:
+        raise CheckpointError(
+            path,
+            f"was not written: the weights hold NaN or inf ({_listed(broken, len(payload['state_dict']))})",
+            "The previous file, if any, is unchanged. The run diverged: lower the learning rate.",
+        )
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -279,10 +302,18 @@ def restore_weights(model: nn.Module, checkpoint: Mapping[str, Any], *, path: st
     """Load a checkpoint's ``state_dict`` into ``model`` (bare or wrapped), strictly, with errors naming the file.
 
     Raises:
-        CheckpointError: keys are missing or unexpected, or a tensor's shape differs (first few listed).
+        CheckpointError: keys are missing or unexpected, a tensor's shape differs (first few listed), or weights hold
+            NaN or inf.
     """
     target = unwrap_model(model)
     state_dict = strip_wrapper_prefixes(checkpoint["state_dict"])
+    broken = non_finite_tensors(state_dict)
+    if broken:
+        raise CheckpointError(
+            path,
+            f"holds weights with NaN or inf ({_listed(broken, len(state_dict))}): the run that wrote it diverged",
+            "Use an earlier checkpoint, or train again with a lower learning rate.",
+        )
     own = target.state_dict()
     missing = [key for key in own if key not in state_dict]
     unexpected = [key for key in state_dict if key not in own]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ import imagecodecs
 import numpy as np
 
 from histo_daen.atomic import atomic_write_bytes
+from histo_daen.resources import require_workers, usable_cores
 from histo_daen.slide import Slide, SlideSource
 from histo_daen.tiling.grid import Tile, read_tile
 
@@ -54,10 +54,7 @@ _WORKER_SLIDE: Slide | None = None
 
 def default_workers() -> int:
     """The CPU cores this process may use (its affinity mask, so Slurm and taskset limits count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS and Windows have no affinity call
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -125,6 +122,7 @@ def map_tiles(
         raise ValueError(f"need workers >= 0 and chunk_size >= 1, got {workers}, {chunk_size}")
     if not items:
         return
+    require_workers(workers, setting="--workers")
     if workers == 0:
         with source.open() as slide:
             for item in items:

@@ -37,9 +37,9 @@ from histo_daen import __version__
 from histo_daen.atomic import partial_dir_for, prepare_output_folder
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
-from histo_daen.digest import file_sha256
 from histo_daen.errors import NoTissueError, OutputExistsError
 from histo_daen.provenance import differences, require_same
+from histo_daen.resources import require_disk
 from histo_daen.slide import Slide, open_slide
 from histo_daen.tiling.extract import TileFile, TileWriter, map_tiles, warm_up_workers, write_tile
 from histo_daen.tiling.grid import TileGrid, tile_grid
@@ -53,6 +53,7 @@ from histo_daen.tiling.manifest import (
     read_header,
     read_journal,
     read_manifest,
+    verify_tile_file,
     write_header,
     write_manifest,
 )
@@ -63,6 +64,8 @@ __all__ = ["TILES_FOLDER", "SlideTilingResult", "tile_slide"]
 logger = logging.getLogger(__name__)
 
 TILES_FOLDER = "tiles"
+# File bytes per tile pixel: H&E texture barely compresses losslessly (2.7 measured for PNG), JPEG at 90 about 0.5.
+_TILE_FILE_BYTES_PER_PIXEL = {"png": 3.0, "jpeg": 0.75}
 
 
 @dataclass(frozen=True)
@@ -127,16 +130,6 @@ def _header(slide: Slide, config: TileConfig, grid: TileGrid, n_tiles: int) -> d
 def _reuse_record(header: Mapping[str, Any]) -> dict[str, Any]:
     """What a rerun must match to reuse an output: the format, the parameters and the slide (by content)."""
     return {key: header.get(key) for key in ("format_version", "parameters", "slide")}
-
-
-def _verify(path: Path, n_bytes: int, sha256: str) -> bool:
-    """A tile file is there, has the recorded size and the recorded SHA-256."""
-    try:
-        if path.stat().st_size != n_bytes:
-            return False
-        return file_sha256(path) == sha256
-    except OSError:
-        return False
 
 
 def _stale_temporaries(folder: Path) -> None:
@@ -281,13 +274,19 @@ def _tile_into(
     todo: list[int] = []
     for index, tile in enumerate(grid.tiles):
         entry = journal.get(index)
-        if entry is not None and _verify(tiles_dir / writer.file_name(tile), *entry):
+        if entry is not None and verify_tile_file(tiles_dir / writer.file_name(tile), *entry):
             records[index] = entry
         else:
             todo.append(index)
     n_skipped = len(records)
     if n_skipped:
         logger.info("%s: resuming, %d of %d tiles already written", slide.path.name, n_skipped, len(grid.tiles))
+    require_disk(
+        len(todo) * config.tile_size**2 * _TILE_FILE_BYTES_PER_PIXEL[config.format],
+        final.parent,
+        what=f"{slide.path.name}: {len(todo):,} {config.format.upper()} tiles of {config.tile_size} px",
+        hint="Raise --target-mpp or --min-tissue, or choose an --output with more room.",
+    )
     _write_tiles(slide, grid, writer, todo, records, journal_path, workers, progress, progress_label)
     _finish(slide, grid, config, partial_dir, header, writer, records)
     if final.exists():  # --overwrite of a complete output: swap, then delete the old one
@@ -388,7 +387,7 @@ def _verify_complete(
         if (
             row is not None
             and row.get("path") == expected_name
-            and _verify(final / expected_name, int(row.get("bytes") or -1), row.get("sha256", ""))
+            and verify_tile_file(final / expected_name, int(row.get("bytes") or -1), row.get("sha256", ""))
         ):
             records[index] = (int(row["bytes"]), row["sha256"])
         else:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from histo_daen.atomic import atomic_write_text
+from histo_daen.digest import file_sha256
 from histo_daen.tiling.grid import Tile
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "read_header",
     "read_journal",
     "read_manifest",
+    "verify_tile_file",
     "write_header",
     "write_manifest",
 ]
@@ -102,6 +104,16 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
     """The rows of a ``manifest.csv`` as dicts of strings (column -> value)."""
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def verify_tile_file(path: Path, n_bytes: int, sha256: str) -> bool:
+    """A tile file is there and has the size and SHA-256 (hex) its manifest row records."""
+    try:
+        if path.stat().st_size != n_bytes:
+            return False
+        return file_sha256(path) == sha256
+    except OSError:
+        return False
 
 
 def write_header(path: Path, header: Mapping[str, Any]) -> Path:

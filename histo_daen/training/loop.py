@@ -39,10 +39,18 @@ from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import dataset_spec, load_splits
 from histo_daen.data.transforms import PatchAugment
 from histo_daen.devices import autocast_settings, resolve_device
-from histo_daen.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError, WeightsError
+from histo_daen.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    OutputExistsError,
+    TrainingDivergedError,
+    WeightsError,
+)
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
 from histo_daen.provenance import require_same
+from histo_daen.resources import require_workers
 from histo_daen.seeding import get_rng_state, seed_everything, set_rng_state
 from histo_daen.training.affine import TwinTransform
 from histo_daen.training.distributed import (
@@ -76,7 +84,16 @@ _RUN_FILES = (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME)
 # Fields that do not change what is computed (or name the same data/weights at another place): a resumed run may
 # differ in them. Everything else must equal the checkpoint's config.
 RESUMABLE_CHANGES = frozenset(
-    {"data.workers", "data.validate", "data.root", "data.labels_csv", "pretrained", "checkpoint_every", "log_every"}
+    {
+        "data.workers",
+        "data.validate",
+        "data.verify",
+        "data.root",
+        "data.labels_csv",
+        "pretrained",
+        "checkpoint_every",
+        "log_every",
+    }
 )
 
 
@@ -386,6 +403,7 @@ def _train(
     cfg: TrainConfig, output_dir: Path, *, ctx: DistributedContext, resume: bool, overwrite: bool, progress: bool
 ) -> TrainResult:
     micro_batch = _check_config(cfg, ctx)
+    require_workers(cfg.data.workers, setting="data.workers (--workers)")
     resume_from = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite, ctx=ctx)
     records = load_splits(cfg.data, ("train",), progress=progress and ctx.is_main)["train"]
     optim = cfg.optim
@@ -507,6 +525,7 @@ def _run_steps(
     autocast = autocast_settings(ctx.device, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
     checkpoint_path = output_dir / CHECKPOINT_NAME
     step = start_step
+    saved_step = start_step if start_step > 0 else None  # the step last.pt holds
     losses = dict(start_losses)
     window: dict[str, float] = {}
     warned_collapse = False
@@ -558,6 +577,7 @@ def _run_steps(
                     for key, value in {"loss": terms.total, **terms.terms}.items():
                         step_terms[key] = step_terms.get(key, 0.0) + float(value.detach()) / accumulation
                 lr_used = optimizer.param_groups[0]["lr"]  # the base (backbone) rate of this step
+                _stop_if_diverged(step + 1, step_terms, model, cfg=cfg, ctx=ctx, lr=lr_used, saved_step=saved_step)
                 optimizer.step()
                 schedule.step()
                 step += 1
@@ -616,10 +636,53 @@ def _run_steps(
                         losses=losses,
                         ctx=ctx,
                     )
+                    saved_step = step
     throughput = total_images / total_time if total_time > 0 else 0.0
     if ctx.is_main and step > start_step:
         logger.info("trained %d steps to %s (%.1f images/s)", step - start_step, checkpoint_path, throughput)
     return step, losses, throughput
+
+
+def _stop_if_diverged(
+    step: int,
+    terms: Mapping[str, float],
+    model: nn.Module,
+    *,
+    cfg: TrainConfig,
+    ctx: DistributedContext,
+    lr: float,
+    saved_step: int | None,
+) -> None:
+    """Stop before ``optimizer.step()`` applies a non-finite loss or gradient (every rank alike under DDP).
+
+    Raises:
+        TrainingDivergedError: naming the step, the terms, the likely cause and the last good checkpoint.
+    """
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    gradient_norm = float(torch.nn.utils.get_total_norm(gradients)) if gradients else 0.0
+    bad_terms = {key: value for key, value in terms.items() if not math.isfinite(value)}
+    diverged = bool(bad_terms) or not math.isfinite(gradient_norm)
+    if ctx.is_distributed:  # the loss is per rank: one rank's NaN must stop them all, or the others hang
+        diverged = mean_over_ranks({"diverged": float(diverged)}, ctx)["diverged"] > 0
+    if not diverged:
+        return
+    if bad_terms:
+        what = f"the loss is not finite ({', '.join(f'{k} {v}' for k, v in bad_terms.items())})"
+    elif not math.isfinite(gradient_norm):
+        what = f"the gradients are not finite (norm {gradient_norm}, loss {terms.get('loss', 0.0):.4g})"
+    else:
+        what = "another process's loss or gradients are not finite"
+    kept = (
+        f"{CHECKPOINT_NAME} still holds step {saved_step}, the last good checkpoint"
+        if saved_step is not None
+        else f"No {CHECKPOINT_NAME} was written before it"
+    )
+    raise TrainingDivergedError(
+        f"training diverged at step {step}: {what}; stopped before applying it. Likely cause: a learning rate too "
+        f"high for this model and batch (this step: {lr:g}; optim.lr={cfg.optim.lr:g}, optim.momentum="
+        f"{cfg.optim.momentum:g}) or too-large loss weights; if lowering them does not help, check the data for "
+        f"broken patches. {kept}. Start a new run (another -o, or --overwrite) with a lower --lr."
+    )
 
 
 _SHORT = {

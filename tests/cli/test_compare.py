@@ -15,7 +15,7 @@ from histo_daen.evaluation.report import write_metrics
 CODES = ("TE", "NEC", "LYM", "TAS")
 
 
-def _evaluation(folder: Path, method: str, prediction: list[int]) -> Path:
+def _evaluation(folder: Path, method: str, prediction: list[int], split: str = "test") -> Path:
     folder.mkdir(parents=True)
     truth = np.array([[0, 1, 2, 3]])
     result = scores(confusion_matrix(truth, np.array([prediction])))
@@ -25,6 +25,7 @@ def _evaluation(folder: Path, method: str, prediction: list[int]) -> Path:
         "classes": list(CODES),
         "scores": result.as_dict(CODES),
         "protocol": {"name": "mlps", "label_source": "predicted", "label_threshold": 0.25},
+        "dataset": {"name": "luad", "split": split, "n_images": 1},
     }
     write_metrics(folder, record)
     return folder
@@ -42,8 +43,8 @@ def test_compare_prints_each_method_and_writes_the_files(evaluations: list[Path]
     out = tmp_path / "compare"
     result = CliRunner().invoke(cli, ["compare", *map(str, evaluations), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "daen  mIoU 100.00" in result.stdout
-    assert "seam  mIoU 62.50" in result.stdout
+    assert "daen  luad test  mIoU 100.00" in result.stdout
+    assert "seam  luad test  mIoU 62.50" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "iou_by_class.png"]
     assert "published, not measured here" in (out / "comparison.md").read_text()
 

@@ -56,7 +56,7 @@ def test_label_problems_are_reported_together(tiled: Path, tmp_path: Path) -> No
     with pytest.raises(DatasetError) as caught:
         check_tiles(tiled, labels)
     message = str(caught.value)
-    assert "4 problems with the tile labels of labels.csv" in message
+    assert "4 problems with the tiles and the labels of labels.csv" in message
     for part in ("1 tile labelled twice", "1 malformed label", "1 all-zero label", "1 label for a tile in no manifest"):
         assert part in message
 

@@ -17,7 +17,9 @@ from histo_daen.evaluation.report import write_metrics
 CODES = ("TE", "NEC", "LYM", "TAS")
 
 
-def _evaluation(folder: Path, method: str, truth: np.ndarray, prediction: np.ndarray, class_set: str = "luad") -> Path:
+def _evaluation(
+    folder: Path, method: str, truth: np.ndarray, prediction: np.ndarray, class_set: str = "luad", split: str = "test"
+) -> Path:
     folder.mkdir(parents=True)
     result = scores(confusion_matrix(truth, prediction))
     write_metrics(
@@ -28,6 +30,7 @@ def _evaluation(folder: Path, method: str, truth: np.ndarray, prediction: np.nda
             "classes": list(CODES),
             "scores": result.as_dict(CODES),
             "protocol": {"name": "mlps", "label_source": "predicted", "label_threshold": 0.25, "cam_source": "raw"},
+            "dataset": {"name": "luad", "split": split, "n_images": 1},
         },
     )
     return folder
@@ -61,8 +64,8 @@ def test_compare_markdown_flags_published_numbers_and_their_protocol(
 ) -> None:
     result = compare_evaluations(two_evaluations, tmp_path / "compare")
     text = result.markdown.read_text()
-    assert "| seam | measured | 100.0 | 100.0 | 0.0 | 50.0 | **62.5** |" in text
-    assert "| DAEN | **published, not measured here** [a] | 48.2 | 51.1 | 49.4 | 58.7 | **51.9** |" in text
+    assert "| seam | measured | luad | test | 100.0 | 100.0 | 0.0 | 50.0 | **62.5** |" in text
+    assert "| DAEN | **published, not measured here** [a] | luad | ? | 48.2 | 51.1 | 49.4 | 58.7 | **51.9** |" in text
     assert "Not directly comparable" in text  # the Table 6 caveat
     assert "MLPS protocol" in text
 

@@ -200,3 +200,21 @@ def test_unknown_model_config_key(saved: Path) -> None:
     torch.save(checkpoint, saved)
     with pytest.raises(CheckpointError, match=r"holds a model config this version cannot use .*depth_multiplier"):
         load_model(saved)
+
+
+def test_weights_with_nan_are_never_written_and_the_previous_file_stays(saved: Path, model: CamNet) -> None:
+    before = saved.read_bytes()
+    with torch.no_grad():
+        model.fc8.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"was not written: the weights hold NaN or inf \(fc8\.weight: 1 of "):
+        save_checkpoint(saved, checkpoint_state(model))
+    assert saved.read_bytes() == before and not list(saved.parent.glob(".tmp-*"))
+
+
+def test_a_checkpoint_with_inf_weights_is_refused_on_load(tmp_path: Path, model: CamNet) -> None:
+    with torch.no_grad():
+        model.fc8.weight[0, 0] = float("inf")
+    path = tmp_path / "diverged.pt"
+    torch.save({**checkpoint_state(model), "format_version": FORMAT_VERSION, "histo_daen_version": "0"}, path)
+    with pytest.raises(CheckpointError, match=r"holds weights with NaN or inf \(fc8\.weight: 1 of \d+ tensors\)"):
+        load_model(path)

@@ -1,0 +1,102 @@
+"""Helpers for the command-line tests: run a command in this process, or in a child process under hard limits.
+
+The ``test_bad_input_<command>.py`` modules use them to pin each command's bad-input contract: the input, the one
+line the user sees, the exit code, and what is on disk afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from histo_daen.cli import cli
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command printed and returned."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def errors(self) -> list[str]:
+        """The ``Error: ...`` lines on stderr."""
+        return [line for line in self.stderr.splitlines() if line.startswith("Error: ")]
+
+    @property
+    def error(self) -> str:
+        """The one ``Error:`` line (fails the test when there is not exactly one)."""
+        assert len(self.errors) == 1, f"expected one Error line, got:\n{self.stderr}"
+        return self.errors[0]
+
+
+def _checked(code: int, stdout: str, stderr: str) -> Outcome:
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    return Outcome(code, stdout, stderr)
+
+
+@pytest.fixture
+def invoke() -> Callable[..., Outcome]:
+    """``invoke("tile", slide, "-o", out)``: the command in this process (click's runner); never a traceback."""
+
+    def run(*args: str | os.PathLike[str]) -> Outcome:
+        result = CliRunner().invoke(cli, [str(arg) for arg in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # an exception the CLI did not turn into one Error line: a bug, shown as such
+        return _checked(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+LIMITED_MEMORY = 2 * 2**30  # address space (ulimit -v) of a limited child: a runaway allocation fails inside it
+LIMITED_FILE_SIZE = 256 * 2**20  # largest file a limited child may write (ulimit -f)
+
+
+def _apply_limits() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (LIMITED_MEMORY, LIMITED_MEMORY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMITED_FILE_SIZE, LIMITED_FILE_SIZE))
+
+
+@pytest.fixture
+def run_limited(tmp_path: Path) -> Callable[..., Outcome]:
+    """``run_limited("synth-slide", ...)``: the command in a child process with ``ulimit -v 2 GiB``, ``ulimit -f
+    256 MiB`` and a 120 s timeout, so an input that asks for too much fails there, never on the shared machine."""
+
+    def run(*args: str | os.PathLike[str], timeout: float = 120) -> Outcome:
+        # One malloc arena per thread reserves 64 MiB of address space each; two keep the limit about real memory.
+        environment = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+        result = subprocess.run(
+            [sys.executable, "-c", "from histo_daen.cli import main; main()", *map(str, args)],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_apply_limits,
+        )
+        return _checked(result.returncode, result.stdout, result.stderr)
+
+    return run
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.name.startswith((".tmp-", ".synthetic-")) or path.name.endswith(".partial")
+    ]
+
+
+@pytest.fixture
+def leftovers() -> Callable[[Path], list[Path]]:
+    """``leftovers(folder)``: half-written things under it (atomic-write temporaries, scratch, ``.partial``)."""
+    return _leftovers

@@ -1,0 +1,91 @@
+"""``histo-daen segment``: its whole bad-input contract (checkpoints, numbers, reader threads).
+
+Corrupt, blank and resolution-less slides in a cohort are in ``test_segment.py``. Each case here: the input, the one
+line the user sees, the exit code, and what is on disk afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from histo_daen.config.schema import ModelConfig
+from histo_daen.data.synthetic_slide import SyntheticSlide
+from histo_daen.models import build_model, checkpoint_state
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A diverged run's checkpoint, as an older histo-daen wrote it: NaN in every weight."""
+    model = build_model(ModelConfig(variant="daen", backbone="resnet18", width=0.25, input_size=64, input_mpp=2.0))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    path = tmp_path_factory.mktemp("segment_nan") / "last.pt"
+    torch.save({**checkpoint_state(model), "format_version": 1, "histo_daen_version": "0"}, path)
+    return path
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_before_any_slide(
+    invoke: Callable[..., Any], nan_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
+) -> None:
+    outcome = invoke("segment", tiny_slide.path, "--checkpoint", nan_checkpoint, "-o", tmp_path / "maps")
+    assert outcome.code == 1
+    assert outcome.error.startswith(f"Error: {nan_checkpoint}: holds weights with NaN or inf (")
+    assert "the run that wrote it diverged" in outcome.error
+    assert not (tmp_path / "maps").exists()  # no folder, no map.zarr.partial, no summary
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("inference.scales=[nan]", "inference: scales must be a finite number, got nan"),
+        (
+            "inference.scales=[1000.0]",
+            "inference: scales must be a non-empty list of factors in [0.1, 4], got [1000.0]",
+        ),
+        ("geojson_simplify=nan", "geojson_simplify must be a finite number, got nan"),
+        ("tissue_mpp=0", "tissue_mpp must be in [0.01, 1000] um/px, got 0"),
+        ("chunk_size=10000000", "chunk_size must be in [16, 16384] pixels, got 10000000"),
+    ],
+)
+def test_numbers_that_are_not_finite_or_absurd_are_refused_before_any_slide(
+    invoke: Callable[..., Any],
+    segment_checkpoint: Path,
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    override: str,
+    message: str,
+) -> None:
+    outcome = invoke("segment", tiny_slide.path, "--checkpoint", segment_checkpoint, "-o", tmp_path / "maps", override)
+    assert outcome.code == 1
+    assert outcome.error.startswith("Error: ") and outcome.error.endswith(f": {message}")
+    assert not (tmp_path / "maps").exists()
+
+
+def test_a_nan_slide_resolution_is_refused(
+    invoke: Callable[..., Any], segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
+) -> None:
+    outcome = invoke(
+        "segment", tiny_slide.path, "--checkpoint", segment_checkpoint, "-o", tmp_path / "maps", "--slide-mpp", "nan"
+    )
+    assert outcome.code == 1
+    assert outcome.error == "Error: options: slide_mpp must be a finite number, got nan"
+    assert not (tmp_path / "maps").exists()
+
+
+def test_more_reader_threads_than_the_machine_can_run_are_refused(
+    invoke: Callable[..., Any], segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
+) -> None:
+    outcome = invoke(
+        "segment", tiny_slide.path, "--checkpoint", segment_checkpoint, "-o", tmp_path / "maps", "--workers", "100000"
+    )
+    assert outcome.code == 1
+    assert outcome.error.startswith(
+        "Error: --workers (workers): 100000 worker threads are more than this machine can run ("
+    )
+    assert not (tmp_path / "maps").exists()
