@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +47,7 @@ from histo_daen.errors import (
     TrainingDivergedError,
     WeightsError,
 )
+from histo_daen.models.cam_net import CamNet
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
 from histo_daen.provenance import require_same
@@ -163,9 +164,9 @@ class MetricsLog:
             self._board.flush()
 
 
-def resolve_objective(cfg: TrainConfig, model: nn.Module) -> str:
+def resolve_objective(cfg: TrainConfig, model: CamNet) -> str:
     """ "seam" or "classification": ``loss.objective``, with "auto" meaning seam exactly when the model has a PCM."""
-    has_pcm = bool(getattr(model, "use_pcm", False))
+    has_pcm = model.abilities.pcm
     objective = cfg.loss.objective
     if objective == "auto":
         return "seam" if has_pcm else "classification"
@@ -238,7 +239,7 @@ def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx:
     return None
 
 
-def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> None:
+def _load_pretrained(model: CamNet, cfg: TrainConfig, ctx: DistributedContext) -> None:
     if cfg.pretrained is None:
         if ctx.is_main:
             logger.warning(
@@ -259,9 +260,9 @@ def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext
     load_pretrained(model, cfg.pretrained)
 
 
-def _find_unused_parameters(model: nn.Module, objective: str, cfg: TrainConfig) -> bool:
+def _find_unused_parameters(model: CamNet, objective: str, cfg: TrainConfig) -> bool:
     """Whether DDP must look for parameters without gradient: the PCM layers when no loss term reaches them."""
-    has_pcm = bool(getattr(model, "use_pcm", False))
+    has_pcm = model.abilities.pcm
     pcm_trained = objective == "seam" and (cfg.loss.cross_equivariant_weight > 0 or cfg.loss.rvmin_weight > 0)
     return has_pcm and not pcm_trained
 
@@ -436,7 +437,7 @@ def _train(
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 find_unused_parameters=_find_unused_parameters(model, objective, cfg),
             )
-        optimizer = build_optimizer(cast(Any, model).parameter_groups(), optim)  # CamNet's LR groups
+        optimizer = build_optimizer(model.parameter_groups(), optim)
         schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
         start_step, stored_losses = 0, dict[str, float]()
         if resume_from is not None:
