@@ -46,7 +46,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
@@ -62,6 +61,7 @@ from histo_daen.inference.stitching import (
     blend_window,
     map_values_from_scores,
 )
+from histo_daen.models.cam_net import CamNet
 from histo_daen.slide import Slide, SlideSource
 from histo_daen.tiling import Tile, read_tile, tile_grid
 
@@ -129,7 +129,7 @@ class CamPredictor:
     """
 
     def __init__(
-        self, model: nn.Module, n_classes: int, settings: InferenceConfig, *, stitching: str = "slide"
+        self, model: CamNet, n_classes: int, settings: InferenceConfig, *, stitching: str = "slide"
     ) -> None:
         if settings.label_source != "predicted":
             raise ConfigError(
