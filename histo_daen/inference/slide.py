@@ -128,9 +128,7 @@ class CamPredictor:
         stitching: "slide" or "tile" (``SegmentConfig.stitching``).
     """
 
-    def __init__(
-        self, model: CamNet, n_classes: int, settings: InferenceConfig, *, stitching: str = "slide"
-    ) -> None:
+    def __init__(self, model: CamNet, n_classes: int, settings: InferenceConfig, *, stitching: str = "slide") -> None:
         if settings.label_source != "predicted":
             raise ConfigError(
                 f"inference.label_source={settings.label_source!r} needs labelled patches; slides have none, "
