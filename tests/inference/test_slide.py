@@ -212,13 +212,14 @@ def test_slide_stitching_leaves_no_grid_where_tiles_disagree(field_slide) -> Non
         sink = MemorySink(plan.shape_hw, 3, band_height=64)
         _segment(plan, sink, ContextModel())
         ratios[stitching] = seam_ratio(sink.labels, plan.tile_step)
-        agreement[stitching] = float((sink.labels == truth).mean())
+        tissue = sink.labels > 0  # the tissue detector's choice, not this test's subject
+        agreement[stitching] = float((sink.labels == truth)[tissue].mean())
     truth_ratio = seam_ratio(truth, 8)
     assert truth_ratio is not None and truth_ratio < 1.1
     assert ratios["slide"] is not None and ratios["slide"] < 1.15  # measured 1.01
     assert ratios["tile"] is not None and ratios["tile"] > 1.5  # measured 4.7
-    # The pull moves borders a little either way (measured: 91 % of pixels as the truth, 87 % the earlier way).
-    assert agreement["slide"] > 0.88 and agreement["slide"] > agreement["tile"]
+    # The pull moves borders a little (measured: 97.6 % of tissue pixels as the truth, 93.3 % the earlier way).
+    assert agreement["slide"] > 0.95 and agreement["slide"] > agreement["tile"]
 
 
 class AbsentClassModel:
