@@ -163,10 +163,20 @@ def output(
 ) -> Callable[[F], F]:
     """``-o/--output``: the folder (or, with ``file_output``, the file) a command writes; required without a
     ``default`` or ``default_text`` (what happens when it is not given)."""
-    kind = click.Path(dir_okay=False, path_type=Path) if file_output else click.Path(file_okay=False, path_type=Path)
+    # No file_okay/dir_okay here: histo_daen.atomic.check_output, the one output check, says what is wrong.
+    kind = click.Path(path_type=Path)
     required = default is None and default_text is None
     shown: bool | str = default_text if default_text is not None else default is not None
-    return click.option("-o", "--output", required=required, type=kind, default=default, show_default=shown, help=help)
+    return click.option(
+        "-o",
+        "--output",
+        required=required,
+        type=kind,
+        metavar="FILE" if file_output else "FOLDER",
+        default=default,
+        show_default=shown,
+        help=help,
+    )
 
 
 def overwrite(

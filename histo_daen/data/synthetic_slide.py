@@ -34,7 +34,7 @@ import tifffile
 from PIL import Image, ImageDraw
 
 from histo_daen import __version__
-from histo_daen.atomic import atomic_write, atomic_write_text
+from histo_daen.atomic import atomic_write, atomic_write_text, check_output
 from histo_daen.classes import LUAD
 from histo_daen.data.synthetic_tissue import (
     GLASS_INDEX,
@@ -335,6 +335,7 @@ def write_synthetic_slide(
     dust: bool = False,
     mask_downsample: int = 16,
     style: TissueStyle | None = None,
+    overwrite: bool = True,
 ) -> SyntheticSlide:
     """Write a synthetic H&E whole-slide image and its ground truth.
 
@@ -356,9 +357,14 @@ def write_synthetic_slide(
         dust: scatter grey specks.
         mask_downsample: level-0 pixels per ground-truth mask pixel.
         style: the tissue renderer's knobs.
+        overwrite: replace an existing file at ``path`` (False: refuse it).
 
     Returns:
         The paths and geometry written.
+
+    Raises:
+        ConfigError: invalid geometry or mpp; more memory or disk than this machine has (with the estimate).
+        PathError, OutputExistsError: ``path`` cannot be written, or exists and ``overwrite`` is False.
     """
     path = Path(path)
     width, height = (int(size_wh[0]), int(size_wh[1]))
@@ -372,6 +378,7 @@ def write_synthetic_slide(
         raise ConfigError(f"{levels} levels do not fit a {width}x{height} slide")
     if kind not in ("svs", "tiff"):
         raise ValueError(f"kind must be 'svs' or 'tiff', got {kind!r}")
+    check_output(path, kind="file", overwrite=overwrite)
     _check_resources(path, (width, height), compression)
     rng = np.random.default_rng(seed)
     style = style or TissueStyle()
@@ -382,12 +389,7 @@ def write_synthetic_slide(
     sizes = _level_sizes((width, height), levels)
     margin = max(2, math.ceil(2.5 * style.blur_um / mpp) + 1)  # rows/columns rendered beyond a band for the blur
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PathError(
-            path.parent, f"cannot be created ({err.strerror})", "Choose another place for the slide."
-        ) from err
+    path.parent.mkdir(parents=True, exist_ok=True)  # check_output proved it can be
     lower_bytes = sum(w * h * 3 for w, h in sizes[1:])
     with contextlib.ExitStack() as stack:
         scratch = None

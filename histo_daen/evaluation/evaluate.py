@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from histo_daen import __version__
+from histo_daen.atomic import check_output
 from histo_daen.classes import ClassSet, class_set
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import DataConfig, EvaluateConfig, InferenceConfig
@@ -41,7 +42,7 @@ from histo_daen.data.masks import write_mask
 from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import dataset_names, dataset_spec, load_splits
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError
-from histo_daen.evaluation.folders import check_output_dir, replace_folder
+from histo_daen.evaluation.folders import replace_folder
 from histo_daen.evaluation.metrics import PROTOCOL, Scores, confusion_matrix, scores
 from histo_daen.evaluation.pictures import save_confusion_matrix, save_example
 from histo_daen.evaluation.report import format_scores_table, write_metrics
@@ -259,7 +260,7 @@ def evaluate(
         DatasetError: the split is missing, empty, has images without masks, masks of the wrong size or values.
         ConfigError: the dataset's classes differ from the model's.
     """
-    target = check_output_dir(output_dir, overwrite=overwrite)
+    target = check_output(output_dir, kind="folder", overwrite=overwrite, inputs=(checkpoint, data_root))
     require_workers(cfg.workers, setting="workers")
     torch_device = torch.device(device)
     loaded = load_model(checkpoint, device=torch_device)

@@ -66,11 +66,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from histo_daen.atomic import check_output
 from histo_daen.classes import class_set, class_set_names
 from histo_daen.config.load import config_from_mapping
 from histo_daen.config.schema import ModelConfig
 from histo_daen.digest import file_sha256
-from histo_daen.errors import ConfigError, OutputExistsError, WeightsError
+from histo_daen.errors import ConfigError, WeightsError
 from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD
 from histo_daen.models.checkpoint import checkpoint_state, save_checkpoint, strip_wrapper_prefixes
 from histo_daen.models.mxnet_params import is_mxnet_params, read_mxnet_params
@@ -715,9 +716,7 @@ def import_reference_checkpoint(
         )
     if variant not in ("auto", "seam", "cam"):
         raise ConfigError(f"variant: {variant!r} cannot be imported; valid: auto, seam, cam")
-    target = Path(output)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(target, "already exists", "Pass --overwrite (overwrite=True) to replace it.")
+    target = check_output(output, kind="file", overwrite=overwrite, inputs=(source,))
     weights = read_weights_file(source)
     path = weights.path
     if weights.kind not in ("seam", "mlps"):

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from histo_daen.atomic import atomic_write_text
+from histo_daen.atomic import atomic_write_text, check_output
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import TrainConfig
 from histo_daen.data.patch_dataset import PatchDataset
@@ -204,30 +204,26 @@ def _check_config(cfg: TrainConfig, ctx: DistributedContext) -> int:
     return optim.batch_size // split
 
 
-def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx: DistributedContext) -> Path | None:
-    """Decide fresh / resume / refuse (every rank alike); rank 0 clears the folder on overwrite.
+def _prepare_run_folder(
+    output_dir: Path, *, resume: bool, overwrite: bool
+) -> tuple[Path | None, tuple[str, ...]]:
+    """Decide fresh / resume / refuse (every rank alike), deleting nothing yet.
 
     Returns:
-        The checkpoint to resume from, or None.
+        The checkpoint to resume from (or None), and the files of an earlier run to remove once this run has its
+        data and model and is about to write (so a run that fails to start loses nothing).
     """
+    check_output(output_dir, kind="folder")
     checkpoint = output_dir / CHECKPOINT_NAME
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one")
     if overwrite:
-        if ctx.is_main:
-            for name in _RUN_FILES:
-                (output_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
-        barrier(ctx)
-        return None
+        return None, (*_RUN_FILES, "tensorboard")
     if resume and checkpoint.exists():
-        return checkpoint
+        return checkpoint, ()
     if resume:
         logger.warning("%s: no %s to resume from; starting a new run", output_dir, CHECKPOINT_NAME)
-        if ctx.is_main:
-            (output_dir / METRICS_NAME).unlink(missing_ok=True)
-        barrier(ctx)
-        return None
+        return None, (METRICS_NAME,)
     if output_dir.exists() and any(output_dir.iterdir()):
         what = "holds a training run" if any((output_dir / n).exists() for n in _RUN_FILES) else "is not empty"
         raise OutputExistsError(
@@ -235,7 +231,7 @@ def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx:
             what,
             "Pass --resume to continue it, --overwrite to start again, or choose another -o folder.",
         )
-    return None
+    return None, ()
 
 
 def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> None:
@@ -404,7 +400,7 @@ def _train(
 ) -> TrainResult:
     micro_batch = _check_config(cfg, ctx)
     require_workers(cfg.data.workers, setting="data.workers (--workers)")
-    resume_from = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite, ctx=ctx)
+    resume_from, replaced = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite)
     records = load_splits(cfg.data, ("train",), progress=progress and ctx.is_main)["train"]
     optim = cfg.optim
     steps_per_epoch = len(records) // optim.batch_size
@@ -444,6 +440,12 @@ def _train(
                 resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, max_steps=max_steps, ctx=ctx
             )
         if ctx.is_main:
+            for name in replaced:  # the earlier run goes only now that this one has started (the barrier waits)
+                stale = output_dir / name
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, output_dir / CONFIG_NAME)
         metrics = MetricsLog(output_dir / METRICS_NAME, enabled=ctx.is_main)

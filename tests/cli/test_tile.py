@@ -102,7 +102,7 @@ def test_unwritable_output_is_one_error(tiny_slide: SyntheticSlide, tmp_path: Pa
     (tmp_path / "file").write_text("")
     code, _, err = _run(tiny_slide.path, "-o", tmp_path / "file" / "out")
     assert code == 1
-    assert err.startswith("Error: ") and "out: cannot be created: part of the path is a file" in err
+    assert err.startswith("Error: ") and "cannot be created: " in err and "file is a file" in err
 
 
 def test_bad_shard_is_a_config_error(tiny_slide: SyntheticSlide, tmp_path: Path) -> None:
