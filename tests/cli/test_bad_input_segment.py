@@ -67,6 +67,23 @@ def test_numbers_that_are_not_finite_or_absurd_are_refused_before_any_slide(
     assert not (tmp_path / "maps").exists()
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    segment_checkpoint: Path,
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "maps")
+    before = disk_state(tmp_path)
+    outcome = invoke("segment", tiny_slide.path, "--checkpoint", segment_checkpoint, "-o", bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
 def test_a_nan_slide_resolution_is_refused(
     invoke: Callable[..., Any], segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
 ) -> None:

@@ -132,6 +132,44 @@ def test_divergence_after_a_checkpoint_keeps_the_last_good_one(
     assert all(torch.isfinite(value).all() for value in loaded.model.state_dict().values() if value.is_floating_point())
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    dataset: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "run")
+    before = disk_state(tmp_path)
+    outcome = _train(invoke, dataset, bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
+def test_a_folder_that_is_not_empty_is_refused(invoke: Callable[..., Any], dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    outcome = _train(invoke, dataset, tmp_path / "run")
+    assert outcome.code == 1
+    assert outcome.error == (
+        f"Error: {tmp_path / 'run'}: is not empty. Pass --resume to continue it, --overwrite to start again, or "
+        "choose another -o folder."
+    )
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(
+    invoke: Callable[..., Any], dataset: Path, tmp_path: Path
+) -> None:
+    assert _train(invoke, dataset, tmp_path / "run", "--max-steps", "1").code == 0
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    outcome = invoke("train", "--data-root", tmp_path, "-o", tmp_path / "run", *TINY, "--overwrite")  # no dataset
+    assert outcome.code == 1 and outcome.error.startswith(f"Error: {tmp_path}: ")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # --overwrite deletes only once the run starts
+
+
 @pytest.fixture(scope="module")
 def tiled(tiny_slide: SyntheticSlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("bad_train_tiles") / "tiles"
