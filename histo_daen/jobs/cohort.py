@@ -12,8 +12,10 @@ Every rule a cohort job follows is made here, once:
   every shard agrees on them.
 - **Shards**: ``--shard K/N`` (Slurm arrays, several machines) or, under torchrun, ``RANK/WORLD_SIZE``; round robin
   over the sorted slides, with no coordinator: each process writes only its own slides' folders.
-- **Failure isolation**: a slide whose job raises a :class:`~histo_daen.errors.HistoDaenError` becomes a failed
-  :class:`SlideOutcome` (message naming the slide) and the others go on.
+- **Failure isolation**: whatever one slide's job raises becomes a failed :class:`SlideOutcome` (message naming
+  the slide) and the others go on: a :class:`~histo_daen.errors.HistoDaenError` in its own words, anything else
+  (a bug, memory running out) as "unexpected", its traceback in the log at debug level (``-vv``). Only an
+  interruption (Ctrl-C, SIGTERM) stops the cohort.
 - **Progress**: ``on_outcome`` is called with each slide's outcome as soon as it is known; ``progress`` shows a
   bar over the slides.
 
@@ -191,7 +193,14 @@ class CohortReport(Generic[R]):
         return [outcome for outcome in self.outcomes if outcome.status != "failed"]
 
 
-def _failure(slide: Path, folder: Path | None, err: HistoDaenError) -> SlideOutcome[R]:
+def _failure(slide: Path, folder: Path | None, err: Exception) -> SlideOutcome[R]:
+    if not isinstance(err, HistoDaenError):
+        logger.debug("unexpected error on %s", slide, exc_info=err)
+        first_line = str(err).splitlines()[0] if str(err) else "no message"
+        err = HistoDaenError(
+            f"{slide}: unexpected {type(err).__name__} ({first_line}); the other slides went on. This is a bug in "
+            "histo-daen: please report it with the traceback that -vv prints"
+        )
     message = str(err)
     if slide.name not in message:  # e.g. a config error: say which slide it stopped
         message = f"{slide}: {message}"
@@ -258,7 +267,7 @@ def run_cohort(
         task = SlideTask(slide, root / names[slide], number, len(slides))
         try:
             status, result = work(task)
-        except HistoDaenError as err:
+        except Exception as err:  # one slide never stops the others (KeyboardInterrupt is no Exception)
             outcome: SlideOutcome[R] = _failure(slide, task.folder, err)
             if on_failure is not None:
                 on_failure(task, outcome.error or "")

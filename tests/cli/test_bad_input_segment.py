@@ -6,6 +6,7 @@ line the user sees, the exit code, and what is on disk afterwards.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,47 @@ def test_more_reader_threads_than_the_machine_can_run_are_refused(
         "Error: --workers (workers): 100000 worker threads are more than this machine can run ("
     )
     assert not (tmp_path / "maps").exists()
+
+
+def test_a_slide_that_raises_anything_fails_alone_and_a_rerun_retries_it(
+    invoke: Callable[..., Any],
+    segment_checkpoint: Path,
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in one slide's last step (after its map is finished, before its summary): the others finish."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("a.svs", "b.svs"):
+        shutil.copy(tiny_slide.path, slides / name)
+    from histo_daen.jobs import segment as segment_job
+
+    real_overview = segment_job.write_overview
+
+    def broken_for_b(thumbnail: Any, tissue_map: Any, path: Path, **kwargs: Any) -> Path:
+        if path.parent.name == "b":
+            raise ValueError("Out of range float values are not JSON compliant")
+        return real_overview(thumbnail, tissue_map, path, **kwargs)
+
+    monkeypatch.setattr(segment_job, "write_overview", broken_for_b)
+    args = ("segment", slides, "--checkpoint", segment_checkpoint, "-o", tmp_path / "maps", "--workers", "0")
+    outcome = invoke(*args)
+    assert outcome.code == 3
+    assert outcome.error == (
+        f"Error: {slides / 'b.svs'}: unexpected ValueError (Out of range float values are not JSON compliant); the "
+        "other slides went on. This is a bug in histo-daen: please report it with the traceback that -vv prints"
+    )
+    assert (tmp_path / "maps" / "a" / "summary.json").is_file()
+    assert (tmp_path / "maps" / "b" / "failed.json").is_file() and not (
+        tmp_path / "maps" / "b" / "summary.json"
+    ).exists()
+    assert "2 slide(s): 1 ok, 1 failed." in outcome.stdout
+
+    monkeypatch.setattr(segment_job, "write_overview", real_overview)
+    rerun = invoke(*args)
+    assert rerun.code == 0, rerun.stderr
+    assert "a.svs: already done" in rerun.stdout and "b.svs: done" in rerun.stdout
+    assert (tmp_path / "maps" / "b" / "summary.json").is_file() and not (
+        tmp_path / "maps" / "b" / "failed.json"
+    ).exists()
