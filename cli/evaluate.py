@@ -49,7 +49,7 @@ __all__ = ["evaluate_command"]
 )
 @options.device()
 @options.config()
-@options.overwrite()
+@options.overwrite("Replace an existing evaluation folder at --output (swapped in whole once the new one is written).")
 @options.overrides()
 def evaluate_command(
     checkpoint: Path,

@@ -180,7 +180,7 @@ def output(
 
 
 def overwrite(
-    help: str = "Replace existing outputs. Without it, a rerun with equal settings resumes.",
+    help: str = "Replace outputs made with other settings. Without it, a rerun with equal settings resumes.",
 ) -> Callable[[F], F]:
     return click.option("--overwrite", is_flag=True, help=help)
 

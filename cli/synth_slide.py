@@ -49,7 +49,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--no-mpp", is_flag=True, help="Write no resolution metadata (to try --slide-mpp).")
 @click.option("--pen-marks", is_flag=True, help="Draw blue, green and black marker ink on the glass.")
 @click.option("--dust", is_flag=True, help="Scatter grey dust specks.")
-@options.overwrite("Replace an existing file.")
+@options.overwrite("Replace an existing slide file at --output.")
 def synth_slide_command(
     output: Path,
     size_text: str,

@@ -204,9 +204,7 @@ def _check_config(cfg: TrainConfig, ctx: DistributedContext) -> int:
     return optim.batch_size // split
 
 
-def _prepare_run_folder(
-    output_dir: Path, *, resume: bool, overwrite: bool
-) -> tuple[Path | None, tuple[str, ...]]:
+def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool) -> tuple[Path | None, tuple[str, ...]]:
     """Decide fresh / resume / refuse (every rank alike), deleting nothing yet.
 
     Returns:
