@@ -14,12 +14,20 @@ level is built by 2 x 2 averaging of the one above as the bands pass (held in me
 memory-mapped scratch file beside the output for big ones), so a 20000 x 15000 slide needs a few hundred MB at
 most. Beside ``slide.svs`` go ``slide.mask.png``, the ground truth as a palette PNG of slide-map values (0 glass,
 1..4 = TE, NEC, LYM, TAS, as :attr:`histo_daen.classes.TissueClass.map_value`) at ``mask_downsample``, and
-``slide.mask.json`` describing it. Pen marks and dust are drawn on the pixels only: the mask shows what is tissue.
+``slide.mask.json`` describing it. Adipose regions (``classes`` holding
+:data:`~histo_daen.data.synthetic_tissue.ADIPOSE_INDEX`) are tissue and labelled TAS there.
+
+What is not tissue is drawn on the pixels only: marker ink (on the glass margins, or strokes and circles of each
+colour crossing the tissue), dust, an air bubble's edge; anthracotic pigment is drawn over tissue and is tissue.
+When a slide has ink or a bubble, ``slide.marks.png`` (same grid as the mask) records where they hide what is under
+them (:data:`MARK_INK`, :data:`MARK_BUBBLE`: at least half the mask pixel covered), and
+:meth:`SyntheticSlide.tissue_truth` is the tissue a tissue detector should keep: tissue not hidden by them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -32,13 +40,16 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write, atomic_write_text, check_output
 from histo_daen.classes import LUAD
 from histo_daen.data.synthetic_tissue import (
+    ADIPOSE_INDEX,
     GLASS_INDEX,
     RENDER_PIXEL_BYTES,
+    TAS,
     RegionLayout,
     TissueAppearance,
     TissueStyle,
@@ -50,6 +61,10 @@ from histo_daen.resources import require_disk, require_memory
 from histo_daen.slide import open_slide
 
 __all__ = [
+    "INK_COLOURS",
+    "MARK_BUBBLE",
+    "MARK_INK",
+    "InkColour",
     "SlideKind",
     "SyntheticSlide",
     "TissueLayout",
@@ -62,6 +77,19 @@ __all__ = [
 SlideKind = Literal["svs", "tiff"]
 TissueLayout = Literal["sections", "disc", "full", "none"]
 Compression = Literal["jpeg", "zlib"]
+InkColour = Literal["blue", "green", "black", "red"]
+
+# Marker ink as it looks on glass (what it lets through, 0-255); drawn at 75-90 % opacity.
+INK_COLOURS: dict[str, tuple[int, int, int]] = {
+    "blue": (35, 70, 175),
+    "green": (30, 135, 65),
+    "black": (25, 25, 30),
+    "red": (195, 30, 45),
+}
+# Values of ``slide.marks.png``: 0 nothing, else what hides the tissue or glass under it.
+MARK_INK = 1
+MARK_BUBBLE = 2
+_MARKS_SUPERSAMPLE = 4  # the marks raster is drawn this many times finer than the mask, then averaged
 
 _FILE_TILE = 256  # TIFF tile side; also the height of the level-0 bands rendered at once
 _RENDER_WIDTH = 2048  # level-0 columns rendered at once (bounds the renderer's scratch memory)
@@ -89,6 +117,7 @@ class SyntheticSlide:
         mask_downsample: level-0 pixels per mask pixel.
         kind: ``"svs"`` or ``"tiff"``.
         has_mpp_metadata: whether the file states its resolution.
+        marks_path: ``slide.marks.png`` (where ink or a bubble edge hides the slide), None when there are none.
     """
 
     path: Path
@@ -100,11 +129,23 @@ class SyntheticSlide:
     mask_downsample: int
     kind: SlideKind
     has_mpp_metadata: bool
+    marks_path: Path | None = None
 
     def read_mask(self) -> np.ndarray:
         """The ground truth: (ceil(h / downsample), ceil(w / downsample)) uint8 map values."""
         with Image.open(self.mask_path) as image:
             return np.asarray(image)
+
+    def read_marks(self) -> np.ndarray:
+        """Where marks hide the slide, on the mask's grid: uint8, 0 nothing, :data:`MARK_INK`, :data:`MARK_BUBBLE`."""
+        if self.marks_path is None:
+            return np.zeros(self.read_mask().shape, dtype=np.uint8)
+        with Image.open(self.marks_path) as image:
+            return np.asarray(image)
+
+    def tissue_truth(self) -> np.ndarray:
+        """(h, w) bool on the mask's grid: tissue that is not hidden under ink or a bubble edge."""
+        return (self.read_mask() > 0) & (self.read_marks() == 0)
 
 
 def map_palette() -> list[int]:
@@ -209,13 +250,36 @@ class _LabelRaster:
 
 @dataclass(frozen=True)
 class _Mark:
-    """A stroke or speck in level-0 pixels, drawn with PIL so every band draws the same pixels."""
+    """A stroke, speck or granule cluster in level-0 pixels, drawn with PIL so every band draws the same pixels.
+
+    ``points`` is the polyline of a stroke (``width`` pixels wide), the bounding box of a dot (``is_dot``), or the
+    centres of granules whose radii are ``radii`` (all drawn as one layer: overlapping granules do not darken).
+    ``hides`` is the ``slide.marks.png`` value where the mark covers the slide (0: it hides nothing worth noting).
+    """
 
     points: tuple[tuple[float, float], ...]
     width: int
     colour: tuple[int, int, int]
     opacity: float
     is_dot: bool = False
+    radii: tuple[float, ...] = ()
+    hides: int = 0
+
+    def reach(self) -> float:
+        """How far the drawing extends beyond ``points``, in pixels."""
+        return max(self.radii) if self.radii else float(self.width)
+
+    def draw(self, draw: ImageDraw.ImageDraw, shift_x: float, shift_y: float, scale: float = 1.0) -> None:
+        """Draw the mark's coverage (fill 255) with level-0 point ``(x, y)`` at ``((x - shift_x) * scale, ...)``."""
+        shifted = [((x - shift_x) * scale, (y - shift_y) * scale) for x, y in self.points]
+        if self.radii:
+            for (x, y), radius in zip(shifted, self.radii, strict=True):
+                r = radius * scale
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        elif self.is_dot:
+            draw.ellipse(shifted, fill=255)
+        else:
+            draw.line(shifted, fill=255, width=max(1, round(self.width * scale)), joint="curve")
 
 
 def _pen_marks(size_wh: tuple[int, int], rng: np.random.Generator) -> list[_Mark]:
@@ -227,14 +291,15 @@ def _pen_marks(size_wh: tuple[int, int], rng: np.random.Generator) -> list[_Mark
     angles = np.linspace(-1.0, 1.0, 24)
     cx, cy, radius = -0.4 * width, 0.5 * height, 0.44 * width
     arc = tuple((cx + radius * math.cos(a), cy + radius * math.sin(a) * 1.2) for a in angles)
-    marks.append(_Mark(arc, stroke, (35, 70, 175), 0.9))
+    marks.append(_Mark(arc, stroke, (35, 70, 175), 0.9, hides=MARK_INK))
     # A green tick near the top right corner.
     x0, y0 = 0.85 * width, 0.02 * height
     tick = ((x0, y0 + 0.02 * height), (x0 + 0.02 * width, y0 + 0.05 * height), (x0 + 0.08 * width, y0))
-    marks.append(_Mark(tick, stroke, (30, 135, 65), 0.9))
+    marks.append(_Mark(tick, stroke, (30, 135, 65), 0.9, hides=MARK_INK))
     # A black line along the bottom edge.
     y = 0.955 * height + rng.uniform(-0.01, 0.01) * height
-    marks.append(_Mark(((0.2 * width, y), (0.7 * width, y - 0.01 * height)), stroke, (25, 25, 30), 0.95))
+    line = ((0.2 * width, y), (0.7 * width, y - 0.01 * height))
+    marks.append(_Mark(line, stroke, (25, 25, 30), 0.95, hides=MARK_INK))
     return marks
 
 
@@ -251,36 +316,171 @@ def _dust(size_wh: tuple[int, int], mpp: float, rng: np.random.Generator) -> lis
     return marks
 
 
+def _section_frames(layout: _SlideLayout) -> list[tuple[float, float, float, float, float]]:
+    """(cx, cy, rx, ry, angle) in micrometres of each tissue piece; the central part of a ``full`` layout."""
+    if layout.sections:
+        return list(layout.sections)
+    radius = 0.3 * min(layout.width_um, layout.height_um)
+    return [(layout.width_um / 2, layout.height_um / 2, radius, radius, 0.0)]
+
+
+def _ellipse_points(
+    frame: tuple[float, float, float, float, float], scale: float, mpp: float, start: float = 0.0, turn: float = 1.0
+) -> tuple[tuple[float, float], ...]:
+    """Level-0 points along ``scale`` times a section's outline, from ``start`` over ``turn`` full turns."""
+    cx, cy, rx, ry, angle = frame
+    cos, sin = math.cos(angle), math.sin(angle)
+    points = []
+    for t in np.linspace(start, start + 2 * math.pi * turn, max(8, round(96 * turn))):
+        u, v = scale * rx * math.cos(t), scale * ry * math.sin(t)
+        points.append(((cx + u * cos - v * sin) / mpp, (cy + u * sin + v * cos) / mpp))
+    return tuple(points)
+
+
+def _ink_stroke(
+    points: tuple[tuple[float, float], ...], mpp: float, colour: tuple[int, int, int], rng: np.random.Generator
+) -> _Mark:
+    """A marker line through ``points``: 60-120 um wide, 75-90 % opaque."""
+    width = round(float(rng.uniform(60, 120)) / mpp)
+    return _Mark(points, width, colour, float(rng.uniform(0.75, 0.9)), hides=MARK_INK)
+
+
+def _ink_marks(
+    layout: _SlideLayout, mpp: float, colours: tuple[InkColour, ...], rng: np.random.Generator
+) -> list[_Mark]:
+    """Per colour, a circle around part of a tissue piece and a stroke from the glass into it, 60-120 um wide."""
+    frames = _section_frames(layout)
+    marks = []
+    for index, name in enumerate(colours):
+        if name not in INK_COLOURS:
+            raise ConfigError(f"unknown ink colour {name!r}; choose from {', '.join(INK_COLOURS)}")
+        colour = INK_COLOURS[name]
+        frame = frames[index % len(frames)]
+        cx, cy, rx, ry, _ = frame
+        # The circle: most of a turn at 0.7-1.1 of the piece's size, so it runs over tissue and glass.
+        circle = _ellipse_points(
+            frame, float(rng.uniform(0.7, 1.1)), mpp, start=float(rng.uniform(0, 2 * math.pi)), turn=0.85
+        )
+        marks.append(_ink_stroke(circle, mpp, colour, rng))
+        # The stroke: from the glass 1.4 radii out to a third of the way in, bending a little.
+        direction = float(rng.uniform(0, 2 * math.pi))
+        outer, inner = 1.4 * max(rx, ry), 0.3 * min(rx, ry)
+        bend = float(rng.uniform(-0.15, 0.15))
+        stroke = tuple(
+            (
+                (cx + r * math.cos(direction + bend * k)) / mpp,
+                (cy + r * math.sin(direction + bend * k)) / mpp,
+            )
+            for k, r in enumerate(np.linspace(outer, inner, 6))
+        )
+        marks.append(_ink_stroke(stroke, mpp, colour, rng))
+    return marks
+
+
+def _bubble(layout: _SlideLayout, mpp: float, rng: np.random.Generator) -> list[_Mark]:
+    """The edge of an air bubble under the coverslip: a dark grey ring 12-20 um wide with a paler halo inside it,
+    centred on the border of a tissue piece so that it runs over tissue and glass."""
+    cx, cy, rx, ry, angle = _section_frames(layout)[0]
+    where = float(rng.uniform(0, 2 * math.pi))
+    centre_x = cx + rx * math.cos(where) * math.cos(angle) - ry * math.sin(where) * math.sin(angle)
+    centre_y = cy + rx * math.cos(where) * math.sin(angle) + ry * math.sin(where) * math.cos(angle)
+    radius = float(rng.uniform(0.6, 1.0)) * min(rx, ry)
+    ring_um = float(rng.uniform(12, 20))
+    frame = (centre_x, centre_y, radius, radius, 0.0)
+    edge = _Mark(_ellipse_points(frame, 1.0, mpp), round(ring_um / mpp), (70, 70, 75), 0.8, hides=MARK_BUBBLE)
+    halo_frame = (centre_x, centre_y, radius - 1.5 * ring_um, radius - 1.5 * ring_um, 0.0)
+    halo = _Mark(_ellipse_points(halo_frame, 1.0, mpp), round(0.6 * ring_um / mpp), (160, 160, 165), 0.4)
+    return [edge, halo]
+
+
+def _pigment(labels: _LabelRaster, mpp: float, rng: np.random.Generator) -> list[_Mark]:
+    """Anthracotic (carbon) pigment in the tissue: clusters 40-200 um across and scattered specks of black granules.
+
+    Cluster centres keep their radius away from the glass, so every cluster is surrounded by tissue.
+    """
+    # Every 4th layout point is plenty to place clusters (a few um apart) and cheap to measure distances on.
+    step_um = 4 * labels.step_um
+    tissue = labels.raster[::4, ::4] != GLASS_INDEX
+    if not tissue.any():
+        return []
+    inside_um = ndimage.distance_transform_edt(tissue) * step_um
+    tissue_rows, tissue_cols = np.nonzero(tissue)
+    tissue_mm2 = tissue_rows.size * (step_um / 1000.0) ** 2
+    n_clusters, n_specks = max(3, round(6 * tissue_mm2)), max(10, round(30 * tissue_mm2))
+    marks = []
+    colour = (30, 26, 22)
+    for number in range(n_clusters + n_specks):
+        is_cluster = number < n_clusters
+        radius_um = float(rng.uniform(20, 100)) if is_cluster else float(rng.uniform(3, 8))
+        # A tissue point deep enough inside (rejection sampling: a few tries, or a smaller cluster).
+        for _ in range(200):
+            pick = int(rng.integers(tissue_rows.size))
+            row, col = tissue_rows[pick], tissue_cols[pick]
+            if inside_um[row, col] > radius_um + 10.0:
+                break
+        else:
+            continue
+        centre = ((col + 0.5) * step_um / mpp, (row + 0.5) * step_um / mpp)
+        # Granules 0.8-3 um in radius covering about 40 % of an irregular cluster: a few sub-clusters of
+        # macrophages, each a Gaussian cloud.
+        n_sub = int(rng.integers(2, 6)) if is_cluster else 1
+        granule_count = max(3, round(0.4 * math.pi * radius_um**2 / (math.pi * 2.0**2)))
+        points, radii = [], []
+        for _ in range(n_sub):
+            offset = rng.normal(0.0, 0.35 * radius_um, 2) / mpp
+            spread = float(rng.uniform(0.3, 0.5)) * radius_um / mpp
+            xy = rng.normal(0.0, spread, (granule_count // n_sub, 2)) + offset
+            points += [(centre[0] + float(x), centre[1] + float(y)) for x, y in xy]
+            radii += [float(r) / mpp for r in rng.uniform(0.8, 3.0, len(xy))]
+        marks.append(_Mark(tuple(points), 0, colour, 0.92, radii=tuple(radii)))
+    return marks
+
+
 def _draw_marks(band: np.ndarray, top: int, left: int, marks: list[_Mark]) -> None:
     """Blend ``marks`` into an (h, w, 3) uint8 band whose top-left pixel is (left, top) at level 0, in place."""
-    if not marks:
-        return
     height, width = band.shape[:2]
     for mark in marks:
         xs = [p[0] for p in mark.points]
         ys = [p[1] for p in mark.points]
-        reach = mark.width
-        if (
-            max(xs) + reach < left
-            or min(xs) - reach > left + width
-            or max(ys) + reach < top
-            or min(ys) - reach > top + height
-        ):
+        reach = mark.reach()
+        # The part of the band the mark can touch (whole pixels, so the drawing is only shifted, never resampled).
+        x0 = max(0, math.floor(min(xs) - reach) - 2 - left)
+        x1 = min(width, math.ceil(max(xs) + reach) + 2 - left)
+        y0 = max(0, math.floor(min(ys) - reach) - 2 - top)
+        y1 = min(height, math.ceil(max(ys) + reach) + 2 - top)
+        if x0 >= x1 or y0 >= y1:
             continue
-        coverage = Image.new("L", (width, height), 0)
-        draw = ImageDraw.Draw(coverage)
-        shifted = [(x - left, y - top) for x, y in mark.points]
-        if mark.is_dot:
-            draw.ellipse(shifted, fill=255)
-        else:
-            draw.line(shifted, fill=255, width=mark.width, joint="curve")
+        coverage = Image.new("L", (x1 - x0, y1 - y0), 0)
+        mark.draw(ImageDraw.Draw(coverage), left + x0, top + y0)
         alpha = np.asarray(coverage, dtype=np.float32)[..., None] * np.float32(mark.opacity / 255.0)
         if not alpha.any():
             continue
         # Ink absorbs: multiply the background by the ink's transmission.
         ink = np.asarray(mark.colour, dtype=np.float32) / 255.0
-        blended = band.astype(np.float32) * (1.0 - alpha + alpha * ink)
-        band[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        window = band[y0:y1, x0:x1]
+        blended = window.astype(np.float32) * (1.0 - alpha + alpha * ink)
+        window[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def _marks_raster(marks: list[_Mark], size_wh: tuple[int, int], downsample: int) -> np.ndarray | None:
+    """What hides the slide on the mask's grid: per mask pixel, the ``hides`` value of marks covering at least half
+    of it (a bubble edge over ink counts as ink), or None when no mark hides anything."""
+    hiding = [mark for mark in marks if mark.hides]
+    if not hiding:
+        return None
+    width, height = size_wh
+    shape_hw = (math.ceil(height / downsample), math.ceil(width / downsample))
+    fine = _MARKS_SUPERSAMPLE
+    raster = np.zeros(shape_hw, dtype=np.uint8)
+    for value in sorted({mark.hides for mark in hiding}, reverse=True):  # lower values (ink) drawn last, on top
+        coverage = Image.new("L", (shape_hw[1] * fine, shape_hw[0] * fine), 0)
+        draw = ImageDraw.Draw(coverage)
+        for mark in hiding:
+            if mark.hides == value:
+                mark.draw(draw, 0.0, 0.0, fine / downsample)
+        pixels = np.asarray(coverage, dtype=np.float32).reshape(shape_hw[0], fine, shape_hw[1], fine)
+        raster[pixels.mean(axis=(1, 3)) >= 127.5] = value
+    return raster
 
 
 # -- pyramid -----------------------------------------------------------------------------------------------------
@@ -335,6 +535,10 @@ def write_synthetic_slide(
     dust: bool = False,
     mask_downsample: int = 16,
     style: TissueStyle | None = None,
+    stain_scale: tuple[float, float] = (1.0, 1.0),
+    pigment: bool = False,
+    ink: tuple[InkColour, ...] = (),
+    bubble: bool = False,
     overwrite: bool = True,
 ) -> SyntheticSlide:
     """Write a synthetic H&E whole-slide image and its ground truth.
@@ -349,7 +553,8 @@ def write_synthetic_slide(
         jpeg_quality: JPEG quality, 1-100.
         tissue: ``"sections"`` (2-3 ragged pieces), ``"disc"`` (one disc, 0.3 x the short side in radius, centred),
             ``"full"`` (tissue everywhere but a thin margin, like a resection specimen), ``"none"`` (blank glass).
-        classes: dataset class indices the tissue regions are drawn from.
+        classes: dataset class indices the tissue regions are drawn from (repeat one to make it more frequent);
+            :data:`~histo_daen.data.synthetic_tissue.ADIPOSE_INDEX` adds fat, labelled TAS in the ground truth.
         mean_region_um: typical diameter of one class region, micrometres.
         seed: everything random derives from it: the same seed writes the same pixels.
         write_mpp: False writes no resolution at all (no Aperio ``MPP``, no TIFF resolution tags).
@@ -357,6 +562,12 @@ def write_synthetic_slide(
         dust: scatter grey specks.
         mask_downsample: level-0 pixels per ground-truth mask pixel.
         style: the tissue renderer's knobs.
+        stain_scale: multipliers of the drawn haematoxylin and eosin amounts: (3.5, 1.0) is a darkly stained slide
+            whose lymphocyte sheets are dark violet even at thumbnail scale, (0.4, 0.4) a faded, pale one.
+        pigment: draw anthracotic (carbon) pigment in the tissue: black clusters 40-200 um across and specks.
+        ink: marker colours (``"blue"``, ``"green"``, ``"black"``, ``"red"``); each draws a circle around part
+            of a tissue piece and a stroke from the glass into it, 60-120 um wide.
+        bubble: draw the edge of an air bubble across the border of a tissue piece.
         overwrite: replace an existing file at ``path`` (False: refuse it).
 
     Returns:
@@ -378,14 +589,28 @@ def write_synthetic_slide(
         raise ConfigError(f"{levels} levels do not fit a {width}x{height} slide")
     if kind not in ("svs", "tiff"):
         raise ValueError(f"kind must be 'svs' or 'tiff', got {kind!r}")
+    if not set(classes) <= {0, 1, 2, 3, GLASS_INDEX, ADIPOSE_INDEX}:
+        raise ConfigError(f"classes must be dataset indices 0-3, {GLASS_INDEX} (glass) or {ADIPOSE_INDEX} (fat)")
+    if not all(math.isfinite(scale) and scale >= 0 for scale in stain_scale):
+        raise ConfigError(f"stain_scale must be finite and non-negative, got {stain_scale}")
     check_output(path, kind="file", overwrite=overwrite)
     _check_resources(path, (width, height), compression)
     rng = np.random.default_rng(seed)
     style = style or TissueStyle()
     appearance = TissueAppearance.draw(rng, style)
+    if tuple(stain_scale) != (1.0, 1.0):
+        appearance = dataclasses.replace(
+            appearance,
+            haematoxylin_amount=appearance.haematoxylin_amount * stain_scale[0],
+            eosin_amount=appearance.eosin_amount * stain_scale[1],
+        )
     layout = _make_layout((width, height), mpp, tissue, tuple(classes), mean_region_um, rng)
     labels = _LabelRaster(layout, (width, height), mpp)
     marks = (_pen_marks((width, height), rng) if pen_marks else []) + (_dust((width, height), mpp, rng) if dust else [])
+    # Pigment first: ink and bubble edges lie on the coverslip, above the tissue.
+    marks = (_pigment(labels, mpp, rng) if pigment else []) + marks
+    marks += _ink_marks(layout, mpp, tuple(ink), rng) if ink else []
+    marks += _bubble(layout, mpp, rng) if bubble else []
     sizes = _level_sizes((width, height), levels)
     margin = max(2, math.ceil(2.5 * style.blur_um / mpp) + 1)  # rows/columns rendered beyond a band for the blur
 
@@ -409,6 +634,7 @@ def write_synthetic_slide(
         tmp = stack.enter_context(atomic_write(path))
         _write_tiff(tmp, level0_tiles(), sizes, lower, kind, compression, jpeg_quality, mpp, write_mpp)
     mask_path, info_path = _write_ground_truth(path, labels, (width, height), mpp, mask_downsample, seed)
+    marks_path = _write_marks(path, marks, (width, height), mask_downsample)
     return SyntheticSlide(
         path=path,
         mask_path=mask_path,
@@ -419,6 +645,7 @@ def write_synthetic_slide(
         mask_downsample=mask_downsample,
         kind=kind,
         has_mpp_metadata=write_mpp,
+        marks_path=marks_path,
     )
 
 
@@ -583,6 +810,7 @@ def _write_ground_truth(
     rows = (np.arange(math.ceil(height / downsample)) + 0.5) * downsample - 0.5
     cols = (np.arange(math.ceil(width / downsample)) + 0.5) * downsample - 0.5
     indices = labels.labels(np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1))
+    indices[indices == ADIPOSE_INDEX] = TAS  # fat lies in stroma; it is no LUAD class of its own
     map_values = np.where(indices == GLASS_INDEX, 0, indices + 1).astype(np.uint8)
     image = Image.fromarray(map_values, mode="P")
     image.putpalette(map_palette())  # without a full palette Pillow re-packs the indices on save
@@ -604,6 +832,18 @@ def _write_ground_truth(
     info_path = path.with_name(path.stem + ".mask.json")
     atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     return mask_path, info_path
+
+
+def _write_marks(path: Path, marks: list[_Mark], size_wh: tuple[int, int], downsample: int) -> Path | None:
+    """``slide.marks.png`` beside the slide when marks hide part of it (an older one is removed when none do)."""
+    marks_path = path.with_name(path.stem + ".marks.png")
+    raster = _marks_raster(marks, size_wh, downsample)
+    if raster is None:
+        marks_path.unlink(missing_ok=True)
+        return None
+    with atomic_write(marks_path) as tmp:
+        Image.fromarray(raster).save(tmp, format="PNG", optimize=False)
+    return marks_path
 
 
 def read_synthetic_slide(path: str | os.PathLike[str]) -> SyntheticSlide:
@@ -630,7 +870,19 @@ def read_synthetic_slide(path: str | os.PathLike[str]) -> SyntheticSlide:
         if tuple(slide.dimensions) != size_wh:
             raise PathError(source, f"is {slide.dimensions}, its ground truth is for {size_wh}", "Write it again.")
     kind: SlideKind = "svs" if source.suffix.lower() == ".svs" else "tiff"
-    return SyntheticSlide(source, mask_path, info_path, size_wh, mpp, levels, downsample, kind, has_mpp)
+    marks_path = source.with_name(source.stem + ".marks.png")
+    return SyntheticSlide(
+        source,
+        mask_path,
+        info_path,
+        size_wh,
+        mpp,
+        levels,
+        downsample,
+        kind,
+        has_mpp,
+        marks_path if marks_path.is_file() else None,
+    )
 
 
 def truncated_copy(

@@ -15,7 +15,9 @@ The four LUAD-HistoSeg classes differ in structure, not only colour, as a pathol
 - LYM (lymphocytes): dense sheets of small, round, very dark nuclei with hardly any cytoplasm;
 - TAS (tumour-associated stroma): wavy pink collagen fibres with sparse, elongated spindle nuclei along them.
 
-White glass (index 4, or any value outside 0..3) is the illumination level (about 240) with faint noise.
+Beside them, adipose tissue (index 5, :data:`ADIPOSE_INDEX`, not a LUAD class): large empty fat cells whose thin
+pink membranes are all there is to see, the palest tissue on a slide. White glass (index 4, or any value outside
+0..3 and 5) is the illumination level (about 240) with faint noise.
 Colour comes from Beer-Lambert mixing of haematoxylin and eosin optical densities (Ruifrok & Johnston's stain
 vectors), jittered per draw (:class:`TissueAppearance`) and varied smoothly in space (stain drift between regions).
 :class:`TissueStyle` holds the difficulty knobs; a dataset generator tunes them, not this code.
@@ -31,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "ADIPOSE_INDEX",
     "GLASS_INDEX",
     "RENDER_PIXEL_BYTES",
     "RegionLayout",
@@ -44,6 +47,8 @@ __all__ = [
 # Dataset class indices (histo_daen.classes.LUAD): 0 TE, 1 NEC, 2 LYM, 3 TAS; 4 = white glass / exclude.
 TE, NEC, LYM, TAS = 0, 1, 2, 3
 GLASS_INDEX = 4
+# Fat: tissue, but none of the four classes (synthetic slides label it TAS, the stroma it lies in).
+ADIPOSE_INDEX = 5
 
 # Stain optical-density directions (R, G, B) from Ruifrok & Johnston (2001), the values scikit-image's rgb2hed uses.
 _HAEMATOXYLIN_OD = (0.65, 0.70, 0.29)
@@ -616,7 +621,20 @@ def _draw_tas(window: _Window) -> None:
         window.haematoxylin += window.where_present(infiltrate, lambda sub, there: _lymphocytes(sub, there, 47))
 
 
-_DRAWERS = {TE: _draw_te, NEC: _draw_nec, LYM: _draw_lym, TAS: _draw_tas}
+def _draw_adipose(window: _Window) -> None:
+    """Fat: polygonal cells 50-100 um across, empty (the lipid is dissolved in processing), outlined by thin pink
+    membranes with a rare flattened nucleus pressed against them."""
+    cells = window.cells(75.0, 61, jitter=0.7, search=3, second=True)
+    # Half the gap between the two nearest cell points is the distance to the shared membrane.
+    to_membrane = 0.5 * (cells.second_distance - cells.distance)
+    membrane = _smooth_step_edge(0.8 * window.scale - to_membrane, window.edge_um)
+    window.eosin += membrane * (0.45 + 0.2 * window.noise(20.0, 62)) + 0.01
+    nuclei_cells = window.cells(40.0, 63, jitter=0.8)
+    flattened, _ = _nuclei(window, nuclei_cells, radius_um=2.2, radius_spread=0.2, elongation=(3.0, 5.0), presence=0.25)
+    window.haematoxylin += flattened * membrane * 1.1
+
+
+_DRAWERS = {TE: _draw_te, NEC: _draw_nec, LYM: _draw_lym, TAS: _draw_tas, ADIPOSE_INDEX: _draw_adipose}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -643,8 +661,8 @@ def render_tissue(
     """Draw H&E-like tissue for a class label map.
 
     Args:
-        label_map: (h, w) integer dataset class indices: 0 TE, 1 NEC, 2 LYM, 3 TAS; 4 (or any other value, e.g.
-            -1) is white glass.
+        label_map: (h, w) integer dataset class indices: 0 TE, 1 NEC, 2 LYM, 3 TAS; 5 adipose; 4 (or any other
+            value, e.g. -1) is white glass.
         mpp: microns per pixel of the output; every structure is sized in micrometres.
         rng: source of the per-pixel noise and, when ``appearance`` is None, of a fresh random appearance.
         style: difficulty knobs (defaults: :class:`TissueStyle`).
@@ -687,6 +705,7 @@ def render_tissue(
                 inside = labels[box] == class_index
                 haematoxylin[box] += window.haematoxylin * inside
                 eosin[box] += window.eosin * inside
+    _outline_fat(labels, eosin, mpp)
     _apply_stain_drift(haematoxylin, eosin, xs, ys, appearance, style)
     rgb = np.empty((*shape_hw, 3), dtype=np.float32)
     for channel in range(3):
@@ -704,6 +723,19 @@ def render_tissue(
     rgb += np.float32(0.5)
     np.clip(rgb, 0, 255, out=rgb)
     return rgb.astype(np.uint8)
+
+
+def _outline_fat(labels: np.ndarray, eosin: np.ndarray, mpp: float) -> None:
+    """Where fat meets the glass, the outermost cells' membranes close it off: add one along that border."""
+    adipose = labels == ADIPOSE_INDEX
+    if not adipose.any():
+        return
+    glass = ~np.isin(labels, list(_DRAWERS))
+    if not glass.any():
+        return
+    reach = max(1, round(1.6 / mpp))  # a membrane about 1.6 um thick, as inside the fat
+    rim = adipose & ndimage.binary_dilation(glass, iterations=reach)
+    eosin += rim.astype(np.float32) * np.float32(0.5)
 
 
 def _blur(rgb: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -185,7 +185,7 @@ def tile_slide(
             tissue_mpp=config.tissue_mpp,
             use_pyramid=config.use_pyramid,
         )
-        if not grid.tissue_mask.any():
+        if not grid.tissue_mask.any() and config.min_tissue > 0:  # --min-tissue 0 asks for every tile regardless
             raise NoTissueError(
                 slide.path,
                 "no tissue found: the thumbnail is blank glass (no stained pixels)",

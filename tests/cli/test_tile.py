@@ -148,11 +148,12 @@ def test_real_problem_files_get_clear_errors(
 
 @pytest.mark.realdata
 def test_real_boxes_tiff_tiles_with_slide_mpp(openslide_fixtures: Path, tmp_path: Path) -> None:
-    # 300 x 250 px: at 4 um/px its coloured boxes are big enough to be tissue rather than dust.
-    code, out, err = _run(
-        openslide_fixtures / "boxes.tiff", "-o", tmp_path, "--slide-mpp", "4", "--target-mpp", "8", "--tile-size", "32",
-        "--workers", "1",
-    )  # fmt: skip
+    # 300 x 250 px of pure red, green and blue boxes: marker colours, not stain, so the tissue mask finds none and
+    # says so once the resolution is given; --min-tissue 0 (every tile) tiles it.
+    common = ("-o", tmp_path, "--slide-mpp", "4", "--target-mpp", "8", "--tile-size", "32", "--workers", "1")
+    code, out, err = _run(openslide_fixtures / "boxes.tiff", *common)
+    assert code == 1 and "boxes.tiff: no tissue found" in err
+    code, out, err = _run(openslide_fixtures / "boxes.tiff", *common, "--min-tissue", "0")
     assert code == 0, err
     assert out.startswith("boxes.tiff: ") and "tiles written" in out
 

@@ -12,7 +12,16 @@ from scipy import ndimage
 
 import histo_daen.data.synthetic_slide as synthetic_slide
 from histo_daen.classes import LUAD
-from histo_daen.data.synthetic_slide import SyntheticSlide, map_palette, truncated_copy, write_synthetic_slide
+from histo_daen.data.synthetic_slide import (
+    MARK_BUBBLE,
+    MARK_INK,
+    SyntheticSlide,
+    map_palette,
+    truncated_copy,
+    write_synthetic_slide,
+)
+from histo_daen.data.synthetic_tissue import ADIPOSE_INDEX
+from histo_daen.data.tissue_cases import write_tissue_case
 from histo_daen.slide import open_slide
 
 
@@ -117,3 +126,78 @@ def test_full_layout_covers_all_but_a_margin(tmp_path: Path) -> None:
     mask = slide.read_mask()
     assert (mask > 0).mean() > 0.8
     assert (mask[0] == 0).all() and (mask[:, -1] == 0).all()  # a glass margin all round
+
+
+# -- what tissue detection is tested on: stains, pigment, fat, ink, bubbles (histo_daen.data.tissue_cases) ---------
+
+SMALL = {"size_wh": (1024, 768), "mpp": 1.0, "levels": 2, "compression": "zlib", "mask_downsample": 8, "seed": 2}
+
+
+def _thumbnail(slide: SyntheticSlide) -> np.ndarray:
+    with open_slide(slide.path) as opened:
+        return opened.downsampled(slide.mask_downsample).astype(int)
+
+
+def test_stain_scale_darkens_or_fades_the_same_tissue(tmp_path: Path) -> None:
+    plain = write_synthetic_slide(tmp_path / "plain.svs", **SMALL)
+    dark = write_synthetic_slide(tmp_path / "dark.svs", stain_scale=(4.5, 1.0), **SMALL)
+    pale = write_synthetic_slide(tmp_path / "pale.svs", stain_scale=(0.35, 0.35), **SMALL)
+    np.testing.assert_array_equal(plain.read_mask(), dark.read_mask())  # same layout, only the stain differs
+    tissue = plain.read_mask() > 0
+    brightness = {
+        name: _thumbnail(slide)[tissue].mean() for name, slide in (("plain", plain), ("dark", dark), ("pale", pale))
+    }
+    assert brightness["dark"] < brightness["plain"] - 40 and brightness["pale"] > brightness["plain"] + 20
+
+
+def test_pigment_is_black_and_lies_inside_the_tissue(tmp_path: Path) -> None:
+    plain = write_synthetic_slide(tmp_path / "plain.svs", **SMALL)
+    pigmented = write_synthetic_slide(tmp_path / "pigment.svs", pigment=True, **SMALL)
+    assert pigmented.marks_path is None  # pigment hides nothing: it is tissue
+    np.testing.assert_array_equal(pigmented.tissue_truth(), plain.read_mask() > 0)
+    with open_slide(plain.path) as a, open_slide(pigmented.path) as b:
+        before, after = (s.read_region((0, 0), 0, (1024, 768)).astype(int) for s in (a, b))
+    darker = (before - after).min(axis=2) > 60  # darkened in every channel
+    assert darker.sum() > 500
+    tissue = np.kron(plain.read_mask() > 0, np.ones((8, 8), dtype=bool))
+    assert tissue[darker].all()
+
+
+def test_adipose_is_white_tissue_labelled_stroma(tmp_path: Path) -> None:
+    slide = write_synthetic_slide(tmp_path / "fat.svs", classes=(ADIPOSE_INDEX,), tissue="disc", **SMALL)
+    mask = slide.read_mask()
+    assert set(np.unique(mask)) == {0, LUAD.by_code("TAS").map_value}
+    inside = ndimage.binary_erosion(mask > 0, iterations=3)
+    pixels = _thumbnail(slide)[inside]
+    assert pixels.min(axis=1).mean() > 215  # mostly empty cells: nearly as bright as glass
+    assert (pixels.max(axis=1) - pixels.min(axis=1)).max() > 10  # with pink membranes
+
+
+def test_ink_and_bubble_edges_are_recorded_where_they_hide_the_slide(tmp_path: Path) -> None:
+    slide = write_synthetic_slide(tmp_path / "ink.svs", ink=("blue", "red"), bubble=True, tissue="sections", **SMALL)
+    assert slide.marks_path == tmp_path / "ink.marks.png"
+    marks = slide.read_marks()
+    assert marks.shape == slide.read_mask().shape and set(np.unique(marks)) == {0, MARK_INK, MARK_BUBBLE}
+    tissue = slide.read_mask() > 0
+    assert (marks[tissue] == MARK_INK).any() and (marks[~tissue] == MARK_INK).any()  # strokes cross the tissue
+    np.testing.assert_array_equal(slide.tissue_truth(), tissue & (marks == 0))
+    pixels = _thumbnail(slide)
+    ink = marks == MARK_INK
+    assert pixels[ink].mean() < pixels[~ink & ~tissue].mean() - 60  # the ink is really drawn there
+
+
+def test_unknown_ink_colour_and_class_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown ink colour 'purple'"):
+        write_synthetic_slide(tmp_path / "x.svs", ink=("purple",), **SMALL)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="classes must be"):
+        write_synthetic_slide(tmp_path / "x.svs", classes=(7,), **SMALL)
+
+
+def test_tissue_cases_are_named_slides_with_truth_at_8_um(tmp_path: Path) -> None:
+    slide = write_tissue_case("red_ink", tmp_path, size_wh=(1024, 768), seed=1)
+    assert slide.path == tmp_path / "red_ink.svs" and slide.mask_downsample == 8
+    assert slide.tissue_truth().shape == (96, 128)
+    with pytest.raises(ValueError, match="unknown tissue case 'inky'"):
+        write_tissue_case("inky", tmp_path)
+    with pytest.raises(ValueError, match="whole number of level-0 pixels"):
+        write_tissue_case("plain", tmp_path, mpp=0.3)

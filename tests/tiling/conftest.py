@@ -1,4 +1,5 @@
-"""Fixtures for tiling: slides with pen marks and dust (and their clean twin), a small cohort folder."""
+"""Fixtures for tiling: slides with pen marks and dust (and their clean twin), the tissue-detection cases, a small
+cohort folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from histo_daen.data.synthetic_slide import SyntheticSlide, write_synthetic_slide
+from histo_daen.data.tissue_cases import TISSUE_CASES, write_tissue_case
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +19,15 @@ def marked_slide_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Synthet
     clean = write_synthetic_slide(folder / "clean.svs", **common)
     marked = write_synthetic_slide(folder / "marked.svs", pen_marks=True, dust=True, **common)
     return clean, marked
+
+
+@pytest.fixture(scope="session", params=list(TISSUE_CASES))
+def tissue_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide:
+    """Each tissue-detection case (``histo_daen.data.tissue_cases``), seed 0: 4 x 3 mm at 1 um/px, truth at 8 um/px.
+
+    The same slides as the first seed of ``benchmarks/bench_tissue.py``.
+    """
+    return write_tissue_case(request.param, tmp_path_factory.mktemp(f"case_{request.param}"), seed=0)
 
 
 @pytest.fixture(scope="session")
