@@ -33,6 +33,7 @@ __all__ = [
     "seed",
     "setting",
     "shard",
+    "show_progress",
     "slide_mpp",
     "split_inputs",
     "workers",
@@ -128,6 +129,14 @@ def load_command_config(cls: type[T], config_path: str | os.PathLike[str] | None
         if isinstance(param, Setting) and param.name is not None and context.params.get(param.name) is not None
     }
     return load_config(cls, config_path, overrides=list(overrides), flags=flags)
+
+
+def show_progress() -> bool:
+    """Whether the running command shows progress bars: yes, unless ``histo-daen -q/--quiet``.
+
+    Where they go (a live bar on a terminal, a line every few seconds in a log) is histo_daen.progress's business.
+    """
+    return not click.get_current_context().find_root().params.get("quiet", False)
 
 
 def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -46,6 +46,6 @@ def synth_dataset_command(
         patch_size=patch_size,
         mpp=mpp,
         overwrite=overwrite,
-        progress=True,
+        progress=options.show_progress(),
     )
     click.echo(f"{result.n_train} train, {result.n_val} val, {result.n_test} test patches: {result.root}")

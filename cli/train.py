@@ -105,7 +105,9 @@ def train_command(
 
     cfg = options.load_command_config(TrainConfig, config_path, overrides)
     with logging_redirect_tqdm():
-        run = run_training(cfg, output, device=device, resume=resume, overwrite=overwrite, progress=True)
+        run = run_training(
+            cfg, output, device=device, resume=resume, overwrite=overwrite, progress=options.show_progress()
+        )
     if not run.reports:  # under torchrun, rank 0 prints the result
         return
     result = run.result

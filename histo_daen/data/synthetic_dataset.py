@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from histo_daen import __version__
 from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text, check_output
@@ -40,6 +39,7 @@ from histo_daen.data.synthetic_tissue import (
     render_tissue,
 )
 from histo_daen.errors import ConfigError
+from histo_daen.progress import progress_bar
 from histo_daen.resources import require_disk, require_memory, require_workers, usable_cores
 
 __all__ = ["SyntheticDataset", "SyntheticPatch", "synthetic_patch", "write_synthetic_luad"]
@@ -197,7 +197,7 @@ def write_synthetic_luad(
     counts = {"train": n_train, "val": n_val, "test": n_test}
     total = sum(counts.values())
     style = style or TissueStyle()
-    with atomic_dir(target) as building, tqdm(total=total, unit="patch", disable=not progress) as bar:
+    with atomic_dir(target) as building, progress_bar(total=total, unit="patch", enabled=progress) as bar:
         jobs = []
         for split, count in counts.items():
             folders = _split_folders(building, split)

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from histo_daen import __version__
 from histo_daen.atomic import check_output
@@ -49,6 +48,7 @@ from histo_daen.evaluation.report import format_scores_table, write_metrics
 from histo_daen.inference.cams import cam_kind, compute_cams
 from histo_daen.inference.labels import cams_to_label_map
 from histo_daen.models.checkpoint import LoadedModel, load_model
+from histo_daen.progress import progress_bar
 from histo_daen.resources import require_workers
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_model"]
@@ -165,7 +165,7 @@ def evaluate_model(
     matrix = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
     labels_agree = 0
     label_counts = np.zeros(n_classes, dtype=np.int64)
-    with tqdm(total=len(dataset), unit="patch", desc="evaluating", disable=not progress) as bar:
+    with progress_bar(total=len(dataset), unit="patch", desc="evaluating", enabled=progress) as bar:
         for items in _batches(loader):
             for item in items:
                 item["path"] = records[item["index"]].image

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
 from histo_daen.devices import autocast_settings
@@ -42,6 +41,7 @@ from histo_daen.errors import ConfigError, NoTissueError
 from histo_daen.inference.cams import compute_cams
 from histo_daen.inference.labels import white_glass_mask
 from histo_daen.inference.stitching import BandStitcher, blend_window, map_values_from_scores
+from histo_daen.progress import progress_bar
 from histo_daen.slide import Slide, SlideSource
 from histo_daen.tiling.grid import GridHints, Tile, read_tile, tile_grid
 
@@ -417,8 +417,8 @@ def segment_slide(
         return count
 
     reader = _TileReader(plan, workers)
-    bar = tqdm(
-        total=len(plan.tiles), initial=start, unit="tile", disable=not progress, desc=plan.source.path.name, leave=False
+    bar = progress_bar(
+        total=len(plan.tiles), initial=start, unit="tile", enabled=progress, desc=plan.source.path.name, leave=False
     )
     try:
         for batch, images in zip(batches, reader.batches(batches), strict=True):

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
-from tqdm.auto import tqdm
-
 from histo_daen.atomic import prepare_output_folder
 from histo_daen.errors import ConfigError, HistoDaenError, SlideError
+from histo_daen.progress import progress_bar
 from histo_daen.slide.discovery import find_slides
 from histo_daen.torchrun import ProcessPlace, process_place
 
@@ -259,7 +258,7 @@ def run_cohort(
         for problem in found.problems:
             note(_failure(problem.path, None, problem))
     slides = shard_items(found.slides, chosen)
-    bar = tqdm(slides, unit="slide", desc="slides", disable=not progress or len(slides) < 2)
+    bar = progress_bar(slides, unit="slide", desc="slides", enabled=progress and len(slides) >= 2)
     for number, slide in enumerate(bar, start=1):
         if slide in clashes:
             note(_failure(slide, None, clashes[slide]))

@@ -30,7 +30,6 @@ from typing import Any, cast
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from histo_daen.atomic import atomic_write_text, check_output
 from histo_daen.config.load import dump_config, to_plain_dict
@@ -49,6 +48,7 @@ from histo_daen.errors import (
 )
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
+from histo_daen.progress import progress_bar
 from histo_daen.provenance import require_same
 from histo_daen.resources import require_workers
 from histo_daen.seeding import get_rng_state, seed_everything, set_rng_state
@@ -531,8 +531,8 @@ def _run_steps(
     warned_collapse = False
     window_steps, window_time, window_data = 0, 0.0, 0.0
     total_images, total_time = 0, 0.0
-    bar = tqdm(
-        total=max_steps, initial=start_step, unit="step", desc="training", disable=not (progress and ctx.is_main)
+    bar = progress_bar(
+        total=max_steps, initial=start_step, unit="step", desc="training", enabled=progress and ctx.is_main
     )
     with bar:
         while step < max_steps:
