@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,6 +69,7 @@ __all__ = [
     "CONFIG_NAME",
     "METRICS_NAME",
     "RESUMABLE_CHANGES",
+    "LossWindow",
     "MetricsLog",
     "TrainResult",
     "resolve_objective",
@@ -161,6 +162,36 @@ class MetricsLog:
                 if key not in ("step", "epoch") and isinstance(value, int | float):
                     self._board.add_scalar(key, value, global_step=int(record["step"]))
             self._board.flush()
+
+
+@dataclass
+class LossWindow:
+    """Loss terms summed over the steps since the last ``metrics.jsonl`` line (one rank's).
+
+    Kept in ``last.pt`` (``metrics_windows``, one per rank): a run resumed between two log lines then writes the
+    next line from the same steps as an uninterrupted run, so ``metrics.jsonl`` comes out identical (timings apart).
+    """
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+
+    def add(self, terms: Mapping[str, float]) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {key: value / self.steps for key, value in self.sums.items()} if self.steps else {}
+
+    def as_plain(self) -> dict[str, Any]:
+        return {"steps": self.steps, "sums": dict(self.sums)}
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> LossWindow:
+        """From :meth:`as_plain`'s dict; anything else (an older checkpoint) is an empty window."""
+        if not isinstance(plain, Mapping) or not isinstance(plain.get("sums"), Mapping):
+            return cls()
+        return cls({str(k): float(v) for k, v in plain["sums"].items()}, int(plain.get("steps", 0)))
 
 
 def resolve_objective(cfg: TrainConfig, model: nn.Module) -> str:
@@ -269,8 +300,12 @@ def _restore(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     max_steps: int,
     ctx: DistributedContext,
-) -> tuple[int, dict[str, float]]:
-    """Load ``last.pt`` into the run's objects after checking its config; returns its step and last losses."""
+) -> tuple[int, dict[str, float], LossWindow]:
+    """Load ``last.pt`` into the run's objects after checking its config.
+
+    Returns:
+        Its step, its last logged losses, and this rank's loss window (the terms summed since that log line).
+    """
     state = read_checkpoint(path, expected_model=cfg.model)
     require_same(
         state.get("config", {}),
@@ -319,7 +354,13 @@ def _restore(
         logger.info("resuming %s at step %d (epoch %d)", path.parent, step, int(state["epoch"]))
     stored_losses = state.get("metrics")
     losses = {str(k): float(v) for k, v in stored_losses.items()} if isinstance(stored_losses, dict) else {}
-    return step, losses
+    windows = state.get("metrics_windows")
+    # Another process count splits the batch otherwise: its windows do not carry over (that line then differs).
+    if isinstance(windows, list) and len(windows) == ctx.world_size:
+        window = LossWindow.from_plain(windows[ctx.rank])
+    else:
+        window = LossWindow()
+    return step, losses, window
 
 
 def _save(
@@ -333,12 +374,14 @@ def _save(
     epoch: int,
     max_steps: int,
     losses: Mapping[str, float],
+    window: LossWindow,
     ctx: DistributedContext,
 ) -> None:
     # Collective: every rank takes part. States travel as torch.save bytes: all_gather_object cannot carry tensors.
     buffer = io.BytesIO()
     torch.save(get_rng_state(), buffer)
     gathered = all_gather_objects(buffer.getvalue(), ctx)
+    windows = all_gather_objects(window.as_plain(), ctx)
     if not ctx.is_main:
         return
     rng_states = [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
@@ -353,6 +396,7 @@ def _save(
         world_size=ctx.world_size,
         max_steps=max_steps,
         metrics={key: float(value) for key, value in losses.items()},
+        metrics_windows=windows,
     )
     save_checkpoint(path, state)
 
@@ -432,9 +476,9 @@ def _train(
             )
         optimizer = build_optimizer(cast(Any, model).parameter_groups(), optim)  # CamNet's LR groups
         schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
-        start_step, stored_losses = 0, dict[str, float]()
+        start_step, stored_losses, stored_window = 0, dict[str, float](), LossWindow()
         if resume_from is not None:
-            start_step, stored_losses = _restore(
+            start_step, stored_losses, stored_window = _restore(
                 resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, max_steps=max_steps, ctx=ctx
             )
         if ctx.is_main:
@@ -472,6 +516,7 @@ def _train(
             max_steps=max_steps,
             start_step=start_step,
             start_losses=stored_losses,
+            start_window=stored_window,
             output_dir=output_dir,
             metrics=metrics,
             progress=progress,
@@ -516,6 +561,7 @@ def _run_steps(
     max_steps: int,
     start_step: int,
     start_losses: dict[str, float],
+    start_window: LossWindow,
     output_dir: Path,
     metrics: MetricsLog,
     progress: bool,
@@ -527,9 +573,9 @@ def _run_steps(
     step = start_step
     saved_step = start_step if start_step > 0 else None  # the step last.pt holds
     losses = dict(start_losses)
-    window: dict[str, float] = {}
+    window = start_window  # loss terms since the last log line, restored on resume so that line comes out the same
     warned_collapse = False
-    window_steps, window_time, window_data = 0, 0.0, 0.0
+    timed_steps, window_time, window_data = 0, 0.0, 0.0  # throughput of this process only
     total_images, total_time = 0, 0.0
     bar = progress_bar(
         total=max_steps, initial=start_step, unit="step", desc="training", enabled=progress and ctx.is_main
@@ -584,17 +630,16 @@ def _run_steps(
                 elapsed = time.perf_counter() - started
                 total_images += cfg.optim.batch_size
                 total_time += elapsed
-                for key, term in step_terms.items():
-                    window[key] = window.get(key, 0.0) + term
-                window_steps += 1
+                window.add(step_terms)
+                timed_steps += 1
                 window_time += elapsed
                 window_data += data_time
                 bar.update(1)
                 is_log_step = step % cfg.log_every == 0 or step == max_steps
                 if is_log_step:
-                    averaged = mean_over_ranks({k: v / window_steps for k, v in window.items()}, ctx)
+                    averaged = mean_over_ranks(window.means(), ctx)
                     losses = averaged
-                    images_per_second = cfg.optim.batch_size * window_steps / max(window_time, 1e-9)
+                    images_per_second = cfg.optim.batch_size * timed_steps / max(window_time, 1e-9)
                     metrics.append(
                         {
                             "step": step,
@@ -610,7 +655,7 @@ def _run_steps(
                         | {"img/s": f"{images_per_second:.1f}"},
                         refresh=False,
                     )
-                    window, window_steps, window_time, window_data = {}, 0, 0.0, 0.0
+                    window, timed_steps, window_time, window_data = LossWindow(), 0, 0.0, 0.0
                     coverage = averaged.get("cam_coverage")
                     if coverage is not None and coverage < COLLAPSED_COVERAGE and step >= max_steps // 4:
                         if not warned_collapse and ctx.is_main:
@@ -634,6 +679,7 @@ def _run_steps(
                         epoch=step // steps_per_epoch,
                         max_steps=max_steps,
                         losses=losses,
+                        window=window,
                         ctx=ctx,
                     )
                     saved_step = step
