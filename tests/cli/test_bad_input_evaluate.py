@@ -134,3 +134,19 @@ def test_more_loader_workers_than_the_machine_can_run_are_refused(
     assert outcome.code == 1
     assert outcome.error.startswith("Error: workers: 100000 worker processes are more than this machine can run (")
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_pickle_that_safe_loading_refuses_is_named_by_the_refused_object(
+    invoke: Callable[..., Any], dataset: Path, tmp_path: Path
+) -> None:
+    import argparse
+
+    checkpoint = tmp_path / "argparse.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1), "state_dict": {"w": torch.zeros(2)}}, checkpoint)
+    outcome = invoke("evaluate", "--checkpoint", checkpoint, "--data-root", dataset, "-o", tmp_path / "eval")
+    assert outcome.code == 1
+    assert outcome.error.startswith(
+        f"Error: {checkpoint}: holds Python objects (argparse.Namespace) that safe loading (torch.load with "
+        "weights_only=True) refuses."
+    )
+    assert not (tmp_path / "eval").exists()
