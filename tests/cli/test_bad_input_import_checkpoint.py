@@ -39,3 +39,25 @@ def test_the_output_may_not_be_the_source(invoke: Callable[..., Any], segment_ch
         f"Error: {segment_checkpoint}: is, or holds, the input {segment_checkpoint}. Write the output somewhere else."
     )
     assert segment_checkpoint.read_bytes() == before
+
+
+def test_a_histo_daen_checkpoint_is_named_as_one(
+    invoke: Callable[..., Any], segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    outcome = invoke("import-checkpoint", segment_checkpoint, "-o", tmp_path / "imported.pt", "--classes", "luad")
+    assert outcome.code == 1
+    assert outcome.error == (
+        f"Error: {segment_checkpoint}: is already a histo-daen checkpoint (TE, NEC, LYM, TAS): there is nothing to "
+        "import. Pass it wherever a --checkpoint is taken (evaluate, segment); import-checkpoint converts SEAM and "
+        "MLPS stage-1 checkpoints."
+    )
+    assert "torchvision" not in outcome.stderr and "backbone" not in outcome.stderr
+    assert not (tmp_path / "imported.pt").exists()
+
+
+def test_key_value_overrides_are_taken_as_the_config_help_says(
+    invoke: Callable[..., Any], segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    outcome = invoke("import-checkpoint", segment_checkpoint, "-o", tmp_path / "i.pt", "classes=luad", "variant=vgg")
+    assert outcome.code == 1
+    assert outcome.error.startswith("Error: options: variant: 'vgg' is not one of auto, seam, cam")
