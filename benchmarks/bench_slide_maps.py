@@ -27,7 +27,10 @@ through ``segment_slide`` into a real OME-Zarr map, as ``histo-daen segment`` do
 mIoU against the ground truth (LUAD protocol, at the truth's 16-px resolution), the seam ratio at the method's tile
 step (``histo_daen.evaluation.seams``; 1.0 = no tile grid), the same map's median ratio at steps that are not its
 tile step (``ctrl``: what this map reads where there is no grid) and the ground truth's own ratio at the tile step
-(``truth``: a seamless map of that slide reads about that much; the ratio is a statistic of a finite map).
+(``truth``: a seamless map of that slide reads about that much; the ratio is a statistic of a finite map), the
+map's label changes per grid position (``chg/pos``) and the mean ratio of a gridless map whose changes fall
+independently at random in those numbers (``poiss``, Poisson counts: the least scatter a map with that few borders
+shows; real borders come in runs and scatter more).
 Time per tile is the streaming inference (tile reads, model, stitching, labels, Zarr writes) divided by the tiles
 run, the fastest of ``--repeat`` runs, the methods interleaved slide by slide so load changes hit them alike; time
 per mm² of tissue shows what the overlap costs. Nothing is asserted.
@@ -53,7 +56,7 @@ from PIL import Image
 from histo_daen.classes import class_set_for
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import write_synthetic_slide
-from histo_daen.evaluation.seams import control_seam_ratio, seam_ratio
+from histo_daen.evaluation.seams import SeamCounter, control_seam_ratio, seam_ratio
 from histo_daen.evaluation.slide_agreement import map_agreement
 from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, plan_slide_map, segment_slide
@@ -97,6 +100,8 @@ class Result:
     seam_ratio: float | None
     control_seam_ratio: float | None
     truth_seam_ratio: float | None
+    changes_per_position: float
+    poisson_seam_ratio: float
     tile_step: int
     tissue_mm2: float
 
@@ -162,6 +167,8 @@ def _score(plan: Any, tissue_map: Any, stats: Any, truth: np.ndarray, truth_down
     agreement = map_agreement(labels, tissue_map.map_downsample, truth, truth_downsample, classes=tissue_map.classes)
     # The truth at the map's resolution (same 16 level-0 px here), for its own seam ratio at this tile step.
     truth_step = round(plan.tile_step * tissue_map.map_downsample / truth_downsample)
+    counter = SeamCounter(plan.tile_step)
+    counter.add(labels)
     return Result(
         n_tiles=len(plan.tiles),
         seconds=stats.seconds,
@@ -171,9 +178,21 @@ def _score(plan: Any, tissue_map: Any, stats: Any, truth: np.ndarray, truth_down
         seam_ratio=seam_ratio(labels, plan.tile_step),
         control_seam_ratio=control_seam_ratio(labels, plan.tile_step),
         truth_seam_ratio=seam_ratio(truth, truth_step),
+        changes_per_position=float(counter.profile().changes.mean()),
+        poisson_seam_ratio=_poisson_seam_ratio(float(counter.profile().changes.mean()), plan.tile_step),
         tile_step=plan.tile_step,
         tissue_mm2=float((labels > 0).sum()) * (tissue_map.map_mpp / 1000.0) ** 2,
     )
+
+
+def _poisson_seam_ratio(changes_per_position: float, step: int, draws: int = 4000) -> float:
+    """Mean seam ratio of a map without any grid whose label changes fall independently at random: Poisson counts
+    with this mean at each of ``step`` positions. Real borders are long curves (runs of changes), so real maps
+    scatter more; this is a floor, not a target."""
+    counts = np.random.default_rng(0).poisson(changes_per_position, size=(draws, step)).astype(np.float64)
+    medians = np.median(counts, axis=1)
+    ratios = counts.max(axis=1)[medians > 0] / medians[medians > 0]
+    return float(ratios.mean()) if ratios.size else math.nan
 
 
 def _ratio(value: float | None) -> str:
@@ -231,7 +250,7 @@ def main() -> None:
     load_after = os.getloadavg()
 
     header = f"{'slide':14}{'method':11}{'tiles':>7}{'acc %':>8}{'mIoU %':>8}{'seam':>7}{'ctrl':>7}{'truth':>7}"
-    header += f"{'ms/tile':>9}{'model':>7}{'s/mm2':>8}"
+    header += f"{'chg/pos':>8}{'poiss':>7}{'ms/tile':>9}{'model':>7}{'s/mm2':>8}"
     print()
     print(header)
     for name, by_method in results.items():
@@ -239,12 +258,15 @@ def main() -> None:
             print(
                 f"{name:14}{method:11}{result.n_tiles:>7}{100 * result.pixel_accuracy:>8.1f}{100 * result.miou:>8.1f}"
                 f"{_ratio(result.seam_ratio):>7}{_ratio(result.control_seam_ratio):>7}"
-                f"{_ratio(result.truth_seam_ratio):>7}{result.ms_per_tile:>9.1f}{result.model_ms_per_tile:>7.1f}"
+                f"{_ratio(result.truth_seam_ratio):>7}{result.changes_per_position:>8.0f}"
+                f"{result.poisson_seam_ratio:>7.2f}{result.ms_per_tile:>9.1f}{result.model_ms_per_tile:>7.1f}"
                 f"{result.seconds_per_mm2:>8.2f}"
             )
     print(
         "seam: at the method's tile step; ctrl: the same map's median at other steps (what it reads without a grid); "
-        "truth: the ground truth's at the tile step; ms/tile: streaming inference, model: of which in the model"
+        "truth: the ground truth's at the tile step; chg/pos: label changes per grid position; poiss: the mean ratio "
+        "of a gridless map whose changes fall at random in those numbers (a floor: real borders scatter more); "
+        "ms/tile: streaming inference, model: of which in the model"
     )
     print()
     if "old" in methods:
