@@ -56,7 +56,7 @@ from PIL import Image
 from histo_daen.classes import class_set_for
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import write_synthetic_slide
-from histo_daen.evaluation.seams import SeamCounter, control_seam_ratio, seam_ratio
+from histo_daen.evaluation.seams import SeamCounter, SeamProfile, control_seam_ratio, seam_ratio
 from histo_daen.evaluation.slide_agreement import map_agreement
 from histo_daen.export.zarr_map import open_map_writer, read_tissue_map
 from histo_daen.inference.slide import CamPredictor, plan_slide_map, segment_slide
@@ -102,6 +102,8 @@ class Result:
     truth_seam_ratio: float | None
     changes_per_position: float
     poisson_seam_ratio: float
+    profile: tuple[tuple[int, ...], tuple[int, ...]]  # label changes and pairs by grid position
+    truth_profile: tuple[tuple[int, ...], tuple[int, ...]]  # the same of the ground truth at the tile step
     tile_step: int
     tissue_mm2: float
 
@@ -167,8 +169,10 @@ def _score(plan: Any, tissue_map: Any, stats: Any, truth: np.ndarray, truth_down
     agreement = map_agreement(labels, tissue_map.map_downsample, truth, truth_downsample, classes=tissue_map.classes)
     # The truth at the map's resolution (same 16 level-0 px here), for its own seam ratio at this tile step.
     truth_step = round(plan.tile_step * tissue_map.map_downsample / truth_downsample)
-    counter = SeamCounter(plan.tile_step)
+    counter, truth_counter = SeamCounter(plan.tile_step), SeamCounter(truth_step)
     counter.add(labels)
+    truth_counter.add(truth)
+    profile, truth_profile = counter.profile(), truth_counter.profile()
     return Result(
         n_tiles=len(plan.tiles),
         seconds=stats.seconds,
@@ -178,8 +182,10 @@ def _score(plan: Any, tissue_map: Any, stats: Any, truth: np.ndarray, truth_down
         seam_ratio=seam_ratio(labels, plan.tile_step),
         control_seam_ratio=control_seam_ratio(labels, plan.tile_step),
         truth_seam_ratio=seam_ratio(truth, truth_step),
-        changes_per_position=float(counter.profile().changes.mean()),
-        poisson_seam_ratio=_poisson_seam_ratio(float(counter.profile().changes.mean()), plan.tile_step),
+        changes_per_position=float(profile.changes.mean()),
+        poisson_seam_ratio=_poisson_seam_ratio(float(profile.changes.mean()), plan.tile_step),
+        profile=(tuple(profile.changes.tolist()), tuple(profile.pairs.tolist())),
+        truth_profile=(tuple(truth_profile.changes.tolist()), tuple(truth_profile.pairs.tolist())),
         tile_step=plan.tile_step,
         tissue_mm2=float((labels > 0).sum()) * (tissue_map.map_mpp / 1000.0) ** 2,
     )
@@ -193,6 +199,15 @@ def _poisson_seam_ratio(changes_per_position: float, step: int, draws: int = 400
     medians = np.median(counts, axis=1)
     ratios = counts.max(axis=1)[medians > 0] / medians[medians > 0]
     return float(ratios.mean()) if ratios.size else math.nan
+
+
+def _pooled_ratio(profiles: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> float | None:
+    """Seam ratio of the label changes of several maps with the same tile step, counted together (less scatter)."""
+    if len({len(changes) for changes, _ in profiles}) != 1:
+        return None
+    changes = np.sum([p[0] for p in profiles], axis=0)
+    pairs = np.sum([p[1] for p in profiles], axis=0)
+    return SeamProfile(len(changes), changes, pairs).ratio
 
 
 def _ratio(value: float | None) -> str:
@@ -269,6 +284,16 @@ def main() -> None:
         "ms/tile: streaming inference, model: of which in the model"
     )
     print()
+    for method in methods:
+        by_slide = [by[method] for by in results.values()]
+        pooled = _pooled_ratio([r.profile for r in by_slide])
+        pooled_truth = _pooled_ratio([r.truth_profile for r in by_slide])
+        changes = sum(r.changes_per_position for r in by_slide)
+        print(
+            f"{method}: seam ratio of all slides' label changes together {_ratio(pooled)} (truth {_ratio(pooled_truth)}, "
+            f"Poisson floor {_poisson_seam_ratio(changes, by_slide[0].tile_step):.2f} at {changes:.0f} changes per "
+            "position)"
+        )
     if "old" in methods:
         for method in (m for m in methods if m != "old"):
             tile_ratios = [by[method].ms_per_tile / by["old"].ms_per_tile for by in results.values()]
