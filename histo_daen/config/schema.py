@@ -151,16 +151,18 @@ INFERENCE_SCALE_RANGE = (0.1, 4.0)
 CamSource = Literal["refined", "raw"]
 CamNormalisation = Literal["per_class", "global"]
 LabelSource = Literal["predicted", "dataset", "masks"]
+LabelViews = Literal["x1", "x1_flip", "all"]
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
     """CAMs for a batch and the CAM -> label-map rule (reference.md §5); one section for evaluate and segment.
 
-    The defaults are SEAM's test-time setting on the PCM output (scales {0.5, 1, 1.5, 2} with horizontal flips),
-    image-level labels predicted by the classifier at the MLPS threshold (the only source on unlabelled test
-    patches and slides), argmax over the tissue classes and white glass labelled exclude (MLPS, §5.3).
-    The MLPS protocol itself is ``cam_source: raw, scales: [1.0], flip: false, normalisation: global``.
+    The defaults: the PCM output summed over SEAM's test-time views (scales {0.5, 1, 1.5, 2} with horizontal
+    flips), min-max per class; the classes a patch may contain predicted by the classifier on the x1 view (the
+    patch at the model's own resolution) above the MLPS threshold 0.25; argmax over those tissue classes, nothing
+    labelled exclude (as WSSS-Tissue's test). The MLPS protocol itself is ``cam_source: raw, scales: [1.0],
+    flip: false, normalisation: global`` (configs/evaluate_mlps.yaml).
     """
 
     cam_source: CamSource = "refined"  # refined: PCM output (SEAM/DAEN); raw: fc8 CAMs (variants without PCM: raw)
@@ -170,8 +172,12 @@ class InferenceConfig:
     normalisation: CamNormalisation = "per_class"  # per_class: SEAM min-max per class; global: MLPS, one range
     label_source: LabelSource = "predicted"  # which classes may appear: predicted | dataset labels | masks (optimistic)
     label_threshold: float = 0.25  # classifier probability above which a class counts as present (MLPS: 0.25)
+    # Which views' probabilities decide the predicted classes: x1 (the unscaled view, as MLPS), x1_flip (it and its
+    # mirror, averaged) or all (every CAM view averaged, the former default; average-pooled scores change with the
+    # scale, so wrong classes pass the threshold). Views missing from scales/flip are run for the labels only.
+    label_views: LabelViews = "x1"
     background_alpha: float | None = None  # VOC-style: pixels whose best CAM is below alpha become exclude (SEAM 0.26)
-    white_exclude: bool = True  # grey > white_grey_level in components >= white_min_pixels -> exclude (MLPS)
+    white_exclude: bool = False  # grey > white_grey_level in components >= white_min_pixels -> exclude (MLPS masks)
     white_grey_level: int = 200  # 0-255 grey level above which a pixel is white glass
     white_min_pixels: int = 50  # smaller white components (4-connected) stay tissue
 
