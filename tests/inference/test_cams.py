@@ -187,9 +187,8 @@ def test_describe_cams_says_which_views_chose_the_labels() -> None:
     assert "exceeds 0.25 on the x1 view" in described["image_labels"]
     assert described["cams"].startswith("PCM-refined CAMs summed over 8 views (scales 0.5, 1, 1.5, 2")
     mlps = InferenceConfig(cam_source="raw", scales=(1.0,), flip=False, normalisation="global")
-    assert "1 view" in describe_cams(mlps, kind="raw")["cams"] and "all classes at once" in describe_cams(
-        mlps, kind="raw"
-    )["cams"]
+    mlps_cams = describe_cams(mlps, kind="raw")["cams"]
+    assert "1 view" in mlps_cams and "all classes at once" in mlps_cams
     assert "every CAM view" in describe_cams(InferenceConfig(label_views="all"), kind="raw")["image_labels"]
     masks = describe_cams(InferenceConfig(label_source="masks"), kind="raw")["image_labels"]
     assert "ground-truth mask" in masks
