@@ -490,6 +490,9 @@ class DemoConfig:
     train_config: str = "demo"  # the training recipe: a shipped config's name or a YAML file
     train_overrides: tuple[str, ...] = ()  # section.key=value on top of train_config, e.g. optim.max_steps=2
     segment_overrides: tuple[str, ...] = ()  # key=value on top of the segment defaults, e.g. chunk_size=64
+    # torch threads for training and inference, pinned: the same run gives other figures with another thread count
+    # (the order of floating-point sums changes), so the core count or OMP_NUM_THREADS would change the results
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if min(self.slide_size) < 256:
@@ -498,3 +501,5 @@ class DemoConfig:
             raise ValueError("n_train, n_val and n_test must be at least 1")
         if not self.variants:
             raise ValueError("variants must name at least one method")
+        if not 1 <= self.threads <= 256:
+            raise ValueError(f"threads must be in [1, 256], got {self.threads}")
