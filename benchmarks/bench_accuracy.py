@@ -235,7 +235,9 @@ def main() -> None:
             pretrains = {seed: pool.submit(_pretrain, args, root, work, seed) for seed in args.seeds}
             backbones = {seed: future.result() for seed, future in pretrains.items()}
         futures = [
-            pool.submit(_run_one, args, root, work, row, start, seed, backbones.get(seed) if start != "scratch" else None)
+            pool.submit(
+                _run_one, args, root, work, row, start, seed, backbones.get(seed) if start == "backbone" else None
+            )
             for start in args.starts
             for seed in args.seeds
             for row in args.rows

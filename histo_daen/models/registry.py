@@ -129,7 +129,7 @@ def _cam_net(cfg: ModelConfig, *, use_channel: bool, use_spatial: bool, use_pcm:
             pooling=cfg.spatial_pooling,
             use_channel=use_channel,
             use_spatial=use_spatial,
-            form=cfg.attention_form,
+            form=cfg.attention_form or "reference",  # set by ModelConfig.with_reference_choices
         )
     return CamNet(cfg, backbone, attention=attention, use_pcm=use_pcm)
 

@@ -684,8 +684,8 @@ def _run_steps(
                             logger.warning(
                                 "step %d: only %.1f %% of the pixels of present classes light up in the CAMs: they "
                                 "have collapsed onto a few peaks, which satisfies the equivariant loss trivially "
-                                "(DAEN's coded attention does this from random weights: model.attention_form=reference). "
-                                "Use the scratch recipe's residual attention (recipe=scratch) or pretrained weights.",
+                                "(DAEN's coded attention does this from random weights, model.attention_form="
+                                "reference). Use the scratch recipe's residual attention or pretrained weights.",
                                 step,
                                 100 * losses["cam_coverage"],
                             )

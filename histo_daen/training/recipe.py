@@ -75,11 +75,11 @@ def recipe_for_start(pretrained: Path | None) -> tuple[Recipe, str]:
     if stored is None:
         return "reference", f"{pretrained} holds external pretrained weights (ImageNet, SEAM, MLPS or torchvision)"
     recipe = stored.get("recipe")
-    if recipe in RECIPES:
+    if recipe == "reference" or recipe == "scratch":
         return recipe, f"{pretrained} is a histo-daen checkpoint trained with the {recipe} recipe"
     # Checkpoints written before the recipe existed: a run that trained BatchNorm started from scratch.
-    model = stored.get("model") if isinstance(stored.get("model"), Mapping) else {}
-    frozen = model.get("freeze_batchnorm", True)
+    model = stored.get("model")
+    frozen = model.get("freeze_batchnorm", True) if isinstance(model, Mapping) else True
     inferred: Recipe = "reference" if frozen else "scratch"
     return inferred, f"{pretrained} is a histo-daen checkpoint whose run {'froze' if frozen else 'trained'} BatchNorm"
 
@@ -94,9 +94,10 @@ def resolve_recipe(cfg: TrainConfig, *, stored_recipe: str | None = None) -> tup
     Returns:
         (the resolved config, a sentence saying which recipe and why).
     """
-    if cfg.recipe != "auto":
+    recipe: Recipe
+    if cfg.recipe == "reference" or cfg.recipe == "scratch":
         recipe, reason = cfg.recipe, "set in the config"
-    elif stored_recipe in RECIPES:
+    elif stored_recipe == "reference" or stored_recipe == "scratch":
         recipe, reason = stored_recipe, "the recipe of the run being resumed"
     else:
         recipe, reason = recipe_for_start(cfg.pretrained)
