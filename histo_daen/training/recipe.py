@@ -97,8 +97,10 @@ def resolve_recipe(cfg: TrainConfig, *, stored_recipe: str | None = None) -> tup
     recipe: Recipe
     if cfg.recipe == "reference" or cfg.recipe == "scratch":
         recipe, reason = cfg.recipe, "set in the config"
-    elif stored_recipe == "reference" or stored_recipe == "scratch":
-        recipe, reason = stored_recipe, "the recipe of the run being resumed"
+    elif stored_recipe == "reference":
+        recipe, reason = "reference", "the recipe of the run being resumed"
+    elif stored_recipe == "scratch":
+        recipe, reason = "scratch", "the recipe of the run being resumed"
     else:
         recipe, reason = recipe_for_start(cfg.pretrained)
     sections: dict[str, dict[str, Any]] = {}
