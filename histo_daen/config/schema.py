@@ -162,6 +162,19 @@ class ModelConfig:
             attention_form="reference" if self.attention_form is None else self.attention_form,
         )
 
+    def with_choices_of(self, other: ModelConfig) -> ModelConfig:
+        """This config with every start-dependent choice left null taken from ``other`` (a built network's).
+
+        A request that leaves a choice to the training start accepts whatever the start decided: comparing a
+        requested config with a checkpoint's compares only what the request names.
+        """
+        return replace(
+            self,
+            freeze_batchnorm=other.freeze_batchnorm if self.freeze_batchnorm is None else self.freeze_batchnorm,
+            freeze_stem=other.freeze_stem if self.freeze_stem is None else self.freeze_stem,
+            attention_form=other.attention_form if self.attention_form is None else self.attention_form,
+        )
+
 
 # Input rescale factors of test-time views: SEAM's largest is 2; 4 already makes a 224-px patch a 896-px input
 # (16x the pixels and activations of one view).

@@ -259,7 +259,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
 
     Args:
         path: the checkpoint file.
-        expected_model: when given, the checkpoint's model config must equal it field for field.
+        expected_model: when given, the checkpoint's model config must equal it field for field (the choices it
+            leaves to the training start, null, accept the checkpoint's).
 
     Returns:
         The checkpoint dict (see the module docstring), ``model_config`` and ``config`` as plain dicts.
@@ -298,7 +299,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
     if expected_model is not None:
         require_same(
             to_plain_dict(stored),
-            to_plain_dict(expected_model),
+            to_plain_dict(expected_model.with_choices_of(stored)),
             path=source,
             subject="was made with another model config",
             hint="Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",
