@@ -82,6 +82,8 @@ logger = logging.getLogger(__name__)
 PREFETCH_BATCHES = 2  # batches read ahead per reader thread: enough to hide reads, little memory
 GLASS_FRACTION = 0.5  # a map pixel is glass when more than this share of its model pixels is white glass
 DEFAULT_PRESENCE_THRESHOLD = 0.25  # MLPS's label threshold, for predictors that do not name theirs
+CALIBRATION_TILES = 64  # tiles sampled evenly over the slide for each class's score scale (calibrating predictors)
+CALIBRATION_QUANTILE = 99.0  # percentile of a class's scores over the sample's tissue that becomes its unit
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ class CamPredictor:
         self.settings = settings
         self.presence_threshold = settings.label_threshold
         self.slide_scores = stitching == "slide" and cam_kind(model, settings) != "grad-cam"
+        # Slide-level class scales (segment_slide): the per-tile rescaling is gone, so a class the network scores
+        # low everywhere would never win; its scores are measured against its own high values over the slide.
+        self.calibrate_classes = self.slide_scores
 
     def __call__(self, images: torch.Tensor) -> TileOutput:
         glass = None
@@ -367,6 +372,8 @@ class _TileReader:
 
     def read(self, tiles: Sequence[PlannedTile]) -> np.ndarray:
         """(B, tile_size, tile_size, 3) uint8 RGB."""
+        if not tiles:
+            return np.zeros((0, self._plan.tile_size, self._plan.tile_size, 3), dtype=np.uint8)
         slide = self._slide()
         return np.stack([read_tile(slide, planned.tile, self._plan.tile_size) for planned in tiles])
 
@@ -413,6 +420,45 @@ def _to_map_resolution(output: TileOutput, map_stride: int, n_channels: int) -> 
             f"predictor returned presence {tuple(presence.shape)}, expected ({scores.shape[0]}, {n_channels})"
         )
     return torch.cat([pooled, presence[:, :, None, None].expand(-1, -1, *pooled.shape[-2:])], dim=1)
+
+
+CALIBRATION_FLOOR = 0.1  # no class's unit is below this share of the largest class's unit
+
+
+def _class_scale(
+    plan: SlideMapPlan, outputs: Sequence[tuple[PlannedTile, np.ndarray]], n_channels: int
+) -> np.ndarray | None:
+    """Each class's score unit over the tissue of some tiles: its ``CALIBRATION_QUANTILE`` percentile, at least
+    ``CALIBRATION_FLOOR`` of the largest class's (a class the network never scores is not blown up to the others').
+
+    Args:
+        plan: the slide's plan (tissue mask, map size).
+        outputs: tiles and their map-resolution outputs (C', tile, tile): K scores, then the glass share.
+        n_channels: K.
+
+    Returns:
+        (K,) float32 units, or None when the tiles hold no tissue pixel or every score is 0.
+    """
+    height, width = plan.shape_hw
+    values: list[np.ndarray] = []
+    for planned, output in outputs:
+        y0, x0 = max(planned.y0, 0), max(planned.x0, 0)
+        y1, x1 = min(planned.y0 + output.shape[1], height), min(planned.x0 + output.shape[2], width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        rows = slice(y0 - planned.y0, y1 - planned.y0)
+        cols = slice(x0 - planned.x0, x1 - planned.x0)
+        tissue = plan.tissue_rows(y0, y1)[:, x0:x1] & (output[n_channels, rows, cols] <= GLASS_FRACTION)
+        values.append(output[:n_channels, rows, cols][:, tissue])
+    if not values:
+        return None
+    pooled = np.concatenate(values, axis=1)
+    if pooled.shape[1] == 0:
+        return None
+    units = np.percentile(pooled, CALIBRATION_QUANTILE, axis=1)
+    if not units.max() > 0:
+        return None
+    return np.maximum(units, CALIBRATION_FLOOR * units.max()).astype(np.float32)
 
 
 def segment_slide(
@@ -480,9 +526,23 @@ def segment_slide(
     origin = first_stitched * sink.band_height
     first_needed = next((i for i, t in enumerate(plan.tiles) if t.y0 + tile_map > origin), len(plan.tiles))
     start = (first_needed // batch_size) * batch_size  # fixed batch boundaries: the same batches as a full run
-    batches = [plan.tiles[i : i + batch_size] for i in range(start, len(plan.tiles), batch_size)]
+    batches = [list(range(i, min(i + batch_size, len(plan.tiles)))) for i in range(start, len(plan.tiles), batch_size)]
     autocast = autocast_settings(device, amp=amp, cpu_bf16=cpu_bf16)
-    n_run, n_written, model_seconds = 0, 0, 0.0
+    n_run, n_written = 0, 0
+    model_seconds = [0.0]
+    scale: list[np.ndarray] = []  # each class's score unit, when the predictor asks for slide calibration
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        """(B, C', h, w) float32 map-resolution outputs of a batch of tiles (B may be 0)."""
+        if not len(images):
+            return np.zeros((0, 0, tile_map, tile_map), dtype=np.float32)
+        tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        model_started = time.perf_counter()
+        with torch.autocast(autocast.device_type, dtype=autocast.dtype, enabled=autocast.enabled):
+            output = predictor(tensor)
+        on_map = _to_map_resolution(output, plan.map_stride, n_channels).cpu().numpy()  # syncs the device
+        model_seconds[0] += time.perf_counter() - model_started
+        return on_map
 
     def labels_of(band: FinishedBand) -> tuple[np.ndarray, np.ndarray]:
         """(scores (K, h, W), labels (h, W)) of a stitched band: the best allowed class on tissue."""
@@ -493,7 +553,8 @@ def segment_slide(
         is_tissue = band.covered & ~glass & plan.tissue_rows(y0, y1)
         presence = band.values[n_channels + 1 :]
         allowed = presence > presence_threshold if presence.shape[0] else None
-        return scores, map_values_from_scores(scores, is_tissue, allowed=allowed)
+        decided = scores / scale[0][:, None, None] if scale else scores
+        return scores, map_values_from_scores(decided, is_tissue, allowed=allowed)
 
     def write(bands: Iterator[FinishedBand]) -> int:
         count = 0
@@ -516,16 +577,26 @@ def segment_slide(
         total=len(plan.tiles), initial=start, unit="tile", enabled=progress, desc=plan.source.path.name, leave=False
     )
     try:
-        for batch, images in zip(batches, reader.batches(batches), strict=True):
-            n_written += write(finished_before(batch[0].y0))
-            tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-            model_started = time.perf_counter()
-            with torch.autocast(autocast.device_type, dtype=autocast.dtype, enabled=autocast.enabled):
-                output = predictor(tensor)
-            on_map = _to_map_resolution(output, plan.map_stride, n_channels).cpu().numpy()  # syncs the device
-            model_seconds += time.perf_counter() - model_started
-            blend = stitcher(on_map.shape[1])
-            for planned, values in zip(batch, on_map, strict=True):
+        # Calibration: the same evenly spaced tiles in every run (resumed or not), so the same scales; their outputs
+        # are kept and stitched in their turn instead of being computed twice.
+        sampled: dict[int, np.ndarray] = {}
+        if getattr(predictor, "calibrate_classes", False):
+            picks = np.linspace(0, len(plan.tiles) - 1, min(CALIBRATION_TILES, len(plan.tiles)))
+            indices = sorted({int(i) for i in picks.round()})
+            for i in range(0, len(indices), batch_size):
+                chunk = indices[i : i + batch_size]
+                sampled.update(zip(chunk, predict(reader.read([plan.tiles[k] for k in chunk])), strict=True))
+            found = _class_scale(plan, [(plan.tiles[k], sampled[k]) for k in indices], n_channels)
+            if found is not None:
+                scale.append(found)
+        to_read = [[plan.tiles[k] for k in batch if k not in sampled] for batch in batches]
+        for batch, images in zip(batches, reader.batches(to_read), strict=True):
+            n_written += write(finished_before(plan.tiles[batch[0]].y0))
+            computed = iter(predict(images))
+            for k in batch:
+                planned = plan.tiles[k]
+                values = sampled.pop(k) if k in sampled else next(computed)
+                blend = stitcher(values.shape[0])
                 n_written += write(blend.finished_before(planned.y0))
                 blend.add(values, planned.y0, planned.x0)
             n_run += len(batch)
@@ -546,6 +617,6 @@ def segment_slide(
         n_run,
         seconds,
         n_run / max(seconds, 1e-9),
-        model_seconds,
+        model_seconds[0],
     )
-    return SegmentStats(len(plan.tiles), n_run, n_written, seconds, model_seconds)
+    return SegmentStats(len(plan.tiles), n_run, n_written, seconds, model_seconds[0])
