@@ -19,7 +19,7 @@ all at 0.5 um/px. Each slide is segmented with one trained checkpoint (``--check
 - ``old``: the earlier default, ``stitching=tile`` with ``overlap=32`` (each tile's CAMs min-max normalised and
   masked by its own predicted classes, cosine cross-fade);
 - ``new``: the defaults (``stitching=slide``, half-tile overlap, linear cross-fade, classes allowed by the blended
-  tile probabilities);
+  tile probabilities, each class's scores in its slide-level unit);
 - ``new+clean``: the defaults plus the label clean-up (``min_region_um2``, ``--min-region-um2``);
 - ``new-overlap48`` (on request, ``--methods``): the defaults with 48 px of overlap instead of half the tile.
 

@@ -281,9 +281,9 @@ class SegmentConfig:
     # axis and the linear cross-fade leaves no line on the tile grid (twice the tiles of overlap 32 at 112 px).
     overlap: int | None = None
     # slide: every tile's CAMs (no per-tile normalisation, no per-tile class choice) and class probabilities are
-    # blended first, then each pixel takes the best class among those the blended probabilities allow (linear
-    # cross-fade). tile: earlier versions (each tile normalised and labelled alone, cosine cross-fade); with
-    # overlap=32 it gives their maps exactly.
+    # blended first, then each pixel takes the best class among those the blended probabilities allow, each class's
+    # scores in its own unit over the slide (linear cross-fade). tile: earlier versions (each tile normalised and
+    # labelled alone, cosine cross-fade); with overlap=32 it gives their maps exactly.
     stitching: Literal["slide", "tile"] = "slide"
     min_region_um2: float = 0.0  # label clean-up: class regions smaller than this take their surroundings' class
     min_tissue: float = 0.05  # tiles with a smaller tissue fraction are skipped (their pixels: no tissue)

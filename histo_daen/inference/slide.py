@@ -13,7 +13,12 @@ tile border, so nothing that depends on one tile alone decides a pixel: the tile
 gives them (:func:`~histo_daen.inference.cams.compute_tile_scores`: no per-tile min-max, no per-tile class mask),
 and so are the tiles' class probabilities, as extra channels with the same window. A pixel may take a class whose
 blended probability exceeds ``inference.label_threshold`` (the MLPS rule, applied to the 2 x 2 tiles around the
-pixel, 1.5 tiles across, instead of to one tile), the best such class by blended score. Tiles overlap by half
+pixel, 1.5 tiles across, instead of to one tile), the best such class by blended score, each class's score
+measured in its own unit: its 99th percentile over the tissue of ``CALIBRATION_TILES`` tiles sampled evenly over
+the slide before the map is made (predictors that set ``calibrate_classes``, as :class:`CamPredictor` does for
+slide stitching). Without it a class the network scores low everywhere (the per-tile rescaling used to hide this)
+loses its regions on every slide; the sampled tiles' outputs are kept and stitched in their turn, so no tile is
+computed twice, and a resumed run samples the same tiles, so its units are the same. Tiles overlap by half
 (``overlap=None``) and cross-fade linearly, so where neighbouring tiles still disagree the change of class falls
 anywhere between their centres, not on a line of the tile grid. ``stitching="tile"`` keeps the earlier path (each
 tile's CAMs normalised and masked alone by :func:`~histo_daen.inference.cams.compute_cams`, cosine cross-fade).
@@ -22,8 +27,8 @@ behind the stitching; the scores stay the raw blended ones.
 
 Resume: a sink that already holds ``bands_done`` bands makes :func:`segment_slide` start at the first tile that
 touches the next band (the band before it, when the clean-up needs its rows). Batches are cut at fixed positions
-of the tile list, so every tile is computed in the same batch as in an uninterrupted run, and the blended sums of
-the remaining bands are bit-identical to it.
+of the tile list (less the sampled tiles), so every tile is computed in the same batch as in an uninterrupted run,
+and the blended sums of the remaining bands are bit-identical to it.
 
 Geometry. A tile is ``tile_size`` pixels at the model's mpp; neighbours share ``overlap`` pixels. A map pixel is
 ``map_stride`` model pixels, so a tile is ``tile_size / map_stride`` map pixels and map pixel ``(r, c)`` covers
