@@ -3,8 +3,9 @@
 The slide: a synthetic Aperio-style JPEG SVS, 20000 x 15000 px at 0.25 um/px (40x), tissue nearly everywhere,
 4 pyramid levels (downsamples 1, 2, 4, 8). Written once into ``bench_output/`` and reused.
 
-Compared, each in its own process so its memory is its own (peak PSS summed over the process and its children,
-sampled from /proc every 20 ms):
+Compared, each in its own process so its memory is its own. Times come from runs left alone; peak memory (PSS
+summed over the process and its children, sampled from /proc every 20 ms) from one more run of each, because the
+sampling itself takes CPU that a multi-process command on a 2-core machine would otherwise use:
 
 - plain: one process, ``openslide.OpenSlide.read_region`` at level 0 of each tissue tile (896 x 896 px for 224 px
   at 1 um/px), RGBA -> RGB, resize with Pillow's area filter (BOX), ``Image.save(path)`` (PNG, Pillow's default
@@ -110,14 +111,18 @@ class PeakMemory:
         return self.peak_kib / 1024
 
 
-def run_measured(command: list[str]) -> tuple[float, float, str]:
-    """Run a command; (wall seconds, peak PSS MiB of its process tree, stdout)."""
+def run_measured(command: list[str], *, memory: bool = False) -> tuple[float, float, str]:
+    """Run a command; (wall seconds, peak PSS MiB of its process tree or NaN, stdout).
+
+    ``memory`` samples the process tree every 20 ms: about 2 ms of CPU per sample to find the tree in /proc, plus
+    the PSS reads, which slows what is measured on a 2-core machine. Timings come from runs without it.
+    """
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    memory = PeakMemory(process.pid)
+    monitor = PeakMemory(process.pid) if memory else None
     stdout, stderr = process.communicate()
     seconds = time.perf_counter() - started
-    peak = memory.stop()
+    peak = monitor.stop() if monitor is not None else float("nan")
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed ({process.returncode}):\n{stderr[-3000:]}")
     return seconds, peak, stdout
@@ -287,6 +292,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each histo-daen command; the fastest counts")
     parser.add_argument("--fixed-repeat", type=int, default=5, help="runs of each fixed cost (0: skip them)")
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one more, sampled run of each for peak PSS",
+    )
     parser.add_argument("--mode", choices=["plain", "extract", "extract-level0", "fixed"], help=argparse.SUPPRESS)
     parser.add_argument("--slide", help=argparse.SUPPRESS)
     parser.add_argument("--boxes", help=argparse.SUPPRESS)
@@ -331,7 +342,21 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     common = ["--slide", str(slide_path), "--boxes", str(boxes_path)]
 
-    plain_wall, plain_peak, out = run_measured([*me, "--mode", "plain", *common, "--out", str(runs / "plain")])
+    def timed(command: list[str], out_dir: Path) -> tuple[float, str]:
+        """Wall seconds and stdout of a run that writes into ``out_dir`` (emptied first), without memory sampling."""
+        shutil.rmtree(out_dir, ignore_errors=True)
+        seconds, _, stdout = run_measured(command)
+        return seconds, stdout
+
+    def peak_memory(command: list[str], out_dir: Path) -> float:
+        """Peak PSS (MiB) of one more run, sampled (not timed)."""
+        if not args.memory:
+            return float("nan")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return run_measured(command, memory=True)[1]
+
+    plain_command = [*me, "--mode", "plain", *common, "--out", str(runs / "plain")]
+    plain_wall, out = timed(plain_command, runs / "plain")
     plain = json.loads(out)
 
     def tile_command(out: str, *options: str) -> list[str]:
@@ -340,25 +365,28 @@ def main() -> None:
         return [*cli, str(slide_path), "-o", str(runs / out), *options]
 
     # The command and extraction alone, alternately, --repeat times each: the fastest run of each counts.
+    ours_command = tile_command("ours", "--workers", str(args.workers))
+    workers = ["--workers", str(args.workers)]
+    extract_command = [*me, "--mode", "extract", *common, "--out", str(runs / "extract"), *workers]
     ours_runs, extract_runs = [], []
     for _ in range(max(1, args.repeat)):
-        for folder in ("ours", "extract"):
-            shutil.rmtree(runs / folder, ignore_errors=True)
-        ours_runs.append(run_measured(tile_command("ours", "--workers", str(args.workers)))[:2])
-        _, peak, out = run_measured(
-            [*me, "--mode", "extract", *common, "--out", str(runs / "extract"), "--workers", str(args.workers)]
-        )
-        extract_runs.append((json.loads(out), peak))
-    ours_wall, ours_peak = min(ours_runs)
-    extract, extract_peak = min(extract_runs, key=lambda run: run[0]["seconds"])
-    _, level0_peak, out = run_measured(
-        [*me, "--mode", "extract-level0", *common, "--out", str(runs / "level0"), "--workers", str(args.workers)]
-    )
-    level0 = json.loads(out)
-    level0_cmd_wall, level0_cmd_peak, _ = run_measured(
-        tile_command("ours_level0", "--workers", str(args.workers), "--level0", "--backend", "tiffslide")
-    )
-    one_worker_wall, one_worker_peak, _ = run_measured(tile_command("ours1", "--workers", "1"))
+        ours_runs.append(timed(ours_command, runs / "ours")[0])
+        extract_runs.append(json.loads(timed(extract_command, runs / "extract")[1]))
+    ours_wall = min(ours_runs)
+    extract = min(extract_runs, key=lambda run: run["seconds"])
+    level0_command = [*me, "--mode", "extract-level0", *common, "--out", str(runs / "level0"), *workers]
+    level0 = json.loads(timed(level0_command, runs / "level0")[1])
+    level0_cmd_command = tile_command("ours_level0", *workers, "--level0", "--backend", "tiffslide")
+    level0_cmd_wall, _ = timed(level0_cmd_command, runs / "ours_level0")
+    one_worker_command = tile_command("ours1", "--workers", "1")
+    one_worker_wall, _ = timed(one_worker_command, runs / "ours1")
+    # Peak memory: one sampled run of each (their outputs are the ones compared below).
+    plain_peak = peak_memory(plain_command, runs / "plain")
+    ours_peak = peak_memory(ours_command, runs / "ours")
+    extract_peak = peak_memory(extract_command, runs / "extract")
+    level0_peak = peak_memory(level0_command, runs / "level0")
+    level0_cmd_peak = peak_memory(level0_cmd_command, runs / "ours_level0")
+    one_worker_peak = peak_memory(one_worker_command, runs / "ours1")
 
     n = len(boxes)
     plain_rate = n / plain["seconds"]
@@ -387,13 +415,13 @@ def main() -> None:
     ]
     print()
     print(f"{'':<66} {'seconds':>8} {'tiles/s':>8} {'x plain':>8} {'peak MiB':>9}  timed")
-    for name, seconds, peak, timed in rows:
+    for name, seconds, peak, what in rows:
         rate = n / seconds
-        print(f"{name:<66} {seconds:8.2f} {rate:8.1f} {rate / plain_rate:8.2f} {peak:9.0f}  {timed}")
+        print(f"{name:<66} {seconds:8.2f} {rate:8.1f} {rate / plain_rate:8.2f} {peak:9.0f}  {what}")
     print(f"(plain's process took {plain_wall:.2f} s in all, start-up included)")
-    walls = ", ".join(f"{wall:.2f}" for wall, _ in ours_runs)
-    ratios = ", ".join(f"{plain['seconds'] / wall:.2f}" for wall, _ in ours_runs)
-    extracts = ", ".join(f"{run['seconds']:.2f}" for run, _ in extract_runs)
+    walls = ", ".join(f"{wall:.2f}" for wall in ours_runs)
+    ratios = ", ".join(f"{plain['seconds'] / wall:.2f}" for wall in ours_runs)
+    extracts = ", ".join(f"{run['seconds']:.2f}" for run in extract_runs)
     print(f"(fastest of {len(ours_runs)}: whole command {walls} s = {ratios} x plain; extraction only {extracts} s)")
     if args.fixed_repeat > 0:
         fixed = [*me, "--mode", "fixed", "--slide", str(slide_path), "--fixed-repeat", str(args.fixed_repeat)]
