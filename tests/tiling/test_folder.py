@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,33 @@ def test_tile_slide_writes_tiles_manifest_and_pictures(small_slide: SyntheticSli
         assert (int(row["width"]), int(row["height"])) == (128, 128)  # 64 px at 1 um/px from 0.5 um/px
     assert not list(tmp_path.glob("*.partial"))
     assert result.tissue_area_mm2 == pytest.approx(np.pi * (0.3 * 768 * 0.5e-3) ** 2, rel=0.1)  # the disc
+
+
+def test_tiles_are_made_durable_file_by_file_not_by_syncing_every_filesystem(
+    small_slide: SyntheticSlide, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import histo_daen.tiling.folder as folder_module
+
+    def sync_everything() -> None:
+        raise AssertionError("os.sync() flushes every filesystem")
+
+    seen_files: list[Path] = []
+    seen_folders: list[Path] = []
+    make_durable = folder_module.make_durable
+
+    def recording(files: Iterable[Path], *, folders: Iterable[Path] = ()) -> None:
+        files, folders = list(files), list(folders)
+        seen_files.extend(files)
+        seen_folders.extend(folders)
+        make_durable(files, folders=folders)
+
+    monkeypatch.setattr(os, "sync", sync_everything)
+    monkeypatch.setattr(folder_module, "make_durable", recording)
+    result = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
+    rows = read_manifest(result.manifest_path)
+    # Every tile the manifest lists was fsynced (under the .partial folder it had then), then the folders.
+    assert sorted(p.name for p in seen_files) == sorted(Path(row["path"]).name for row in rows)
+    assert {p.name for p in seen_folders} >= {"tiles", "small.partial", tmp_path.name}
 
 
 @pytest.mark.slow
