@@ -131,11 +131,17 @@ def load_command_config(cls: type[T], config_path: str | os.PathLike[str] | None
 
 
 def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Inputs (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is an input."""
+    """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide.
+
+    Raises:
+        click.UsageError: only overrides were given, no slide.
+    """
     files: list[str] = []
     found: list[str] = []
     for item in inputs:
         (found if _OVERRIDE.match(item) and not os.path.exists(item) else files).append(item)
+    if not files:
+        raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
     return files, found
 
 

@@ -75,8 +75,6 @@ def segment_command(
     from histo_daen.jobs.segment import segment_cohort
 
     slides, overrides = options.split_inputs(inputs)
-    if not slides:
-        raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
     config = options.load_command_config(SegmentConfig, config_path, overrides)
 
     def report_outcome(outcome: Any) -> None:

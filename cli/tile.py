@@ -79,8 +79,6 @@ def tile_command(
     from histo_daen.jobs.tile import tile_cohort
 
     slides, overrides = options.split_inputs(inputs)
-    if not slides:
-        raise click.UsageError("no SLIDE given (only KEY=VALUE overrides)")
     config = options.load_command_config(TileConfig, config_path, overrides)
 
     def report_outcome(outcome: Any) -> None:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from histo_daen.classes import LUAD
+
 __all__ = [
     "ADIPOSE_INDEX",
     "GLASS_INDEX",
@@ -44,9 +46,9 @@ __all__ = [
     "smooth_noise",
 ]
 
-# Dataset class indices (histo_daen.classes.LUAD): 0 TE, 1 NEC, 2 LYM, 3 TAS; 4 = white glass / exclude.
-TE, NEC, LYM, TAS = 0, 1, 2, 3
-GLASS_INDEX = 4
+# Dataset class indices from the one class table (0 TE, 1 NEC, 2 LYM, 3 TAS); its exclude index is white glass.
+TE, NEC, LYM, TAS = (LUAD.by_code(code).index for code in ("TE", "NEC", "LYM", "TAS"))
+GLASS_INDEX = LUAD.exclude_index
 # Fat: tissue, but none of the four classes (synthetic slides label it TAS, the stroma it lies in).
 ADIPOSE_INDEX = 5
 
@@ -210,6 +212,40 @@ def _lattice_cell(coords: np.ndarray, scale_um: float) -> tuple[np.ndarray, np.n
     return index.astype(np.int64), _fade(scaled - index)
 
 
+def _bilinear(
+    table: np.ndarray,
+    rows: np.ndarray,
+    row_weight: np.ndarray,
+    cols: np.ndarray,
+    col_weight: np.ndarray,
+    *,
+    points: bool = False,
+) -> np.ndarray:
+    """Bilinear interpolation of ``table`` between its entries [r, c], [r, c + 1], [r + 1, c] and [r + 1, c + 1].
+
+    The one interpolation of the renderer (value noise and coarse fields). Two layouts of the same arithmetic:
+
+    - a grid (default): ``table`` (..., R, C); ``rows``/``row_weight`` (h,), ``cols``/``col_weight`` (w,) ->
+      (..., h, w), separable (along x on the table's rows first, then along y): a few whole-window operations;
+    - ``points=True``: ``table`` (R, C); the four index/weight arrays of the points' shape -> that shape.
+
+    Weights are in [0, 1] (linear, or smoothed by the caller); results are bit-identical between the layouts.
+    """
+    if not points:
+        left = table[..., cols]
+        along_x = left + (table[..., cols + 1] - left) * col_weight
+        top = along_x[..., rows, :]
+        return top + (along_x[..., rows + 1, :] - top) * row_weight[:, None]
+    width = table.shape[1]
+    flat = table.ravel()
+    base = rows * width + cols
+    top = flat[base]
+    top += (flat[base + 1] - top) * col_weight
+    bottom = flat[base + width]
+    bottom += (flat[base + width + 1] - bottom) * col_weight
+    return top + (bottom - top) * row_weight
+
+
 def _grid_value_noise(xs: np.ndarray, ys: np.ndarray, scale_um: float, key: int) -> np.ndarray:
     """Smooth noise in [0, 1], features about ``scale_um`` across, on the grid ``ys`` x ``xs`` (micrometres).
 
@@ -223,12 +259,7 @@ def _grid_value_noise(xs: np.ndarray, ys: np.ndarray, scale_um: float, key: int)
     iv, sv = _lattice_cell(ys, scale_um)
     u0, v0 = int(iu.min()), int(iv.min())
     table = _lattice_table(u0, v0, int(iu.max()) - u0 + 2, int(iv.max()) - v0 + 2, key)
-    cols = iu - u0
-    left = table[:, cols]
-    along_x = left + (table[:, cols + 1] - left) * su[None, :]  # (lattice rows, W)
-    rows = iv - v0
-    top = along_x[rows]
-    return top + (along_x[rows + 1] - top) * sv[:, None]
+    return _bilinear(table, iv - v0, sv, iu - u0, su)
 
 
 def _point_value_noise(x: np.ndarray, y: np.ndarray, scale_um: float, key: int) -> np.ndarray:
@@ -236,14 +267,8 @@ def _point_value_noise(x: np.ndarray, y: np.ndarray, scale_um: float, key: int) 
     iu, su = _lattice_cell(x, scale_um)
     iv, sv = _lattice_cell(y, scale_um)
     u0, v0 = int(iu.min()), int(iv.min())
-    width = int(iu.max()) - u0 + 2
-    flat = _lattice_table(u0, v0, width, int(iv.max()) - v0 + 2, key).ravel()
-    base = (iv - v0) * width + (iu - u0)
-    top = flat[base]
-    top += (flat[base + 1] - top) * su
-    bottom = flat[base + width]
-    bottom += (flat[base + width + 1] - bottom) * su
-    return top + (bottom - top) * sv
+    table = _lattice_table(u0, v0, int(iu.max()) - u0 + 2, int(iv.max()) - v0 + 2, key)
+    return _bilinear(table, iv - v0, sv, iu - u0, su, points=True)
 
 
 class _GridCells:
@@ -460,10 +485,7 @@ class _Window:
         sample_xs, col, col_w = _coarse_axis(self.xs, step)
         sample_ys, row, row_w = _coarse_axis(self.ys, step)
         coarse = draw(_Window(sample_xs, sample_ys, self.seed, self.scale, self.edge_um, self.mixing))
-        left = coarse[..., col]
-        along_x = left + (coarse[..., col + 1] - left) * col_w
-        top = along_x[..., row, :]
-        return top + (along_x[..., row + 1, :] - top) * row_w[:, None]
+        return _bilinear(coarse, row, row_w, col, col_w)
 
 
 def _nuclei(

@@ -33,7 +33,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from histo_daen.config.schema import InferenceConfig
-from histo_daen.models.histosegnet import HistoSegNet
+from histo_daen.models.cam_net import CamNet, GradCamModel, MapKind
 
 __all__ = [
     "CamResult",
@@ -220,33 +220,34 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def cam_kind(model: nn.Module, settings: CamSettings) -> str:
+def cam_kind(model: CamNet, settings: CamSettings) -> MapKind:
     """Which maps :func:`compute_cams` computes for this model: "grad-cam", "refined" (PCM) or "raw" (fc8).
 
-    Variants without a PCM give "raw" whatever ``settings.cam_source`` asks; outputs record this, not the wish.
+    Read from what the model declares (``model.abilities``): variants without a PCM give "raw" whatever
+    ``settings.cam_source`` asks; outputs record this, not the wish.
     """
-    if isinstance(model, HistoSegNet):
+    if model.abilities.grad_cam:
         return "grad-cam"
-    if settings.cam_source == "refined" and getattr(model, "use_pcm", True):
-        return "refined"
-    return "raw"
+    return "refined" if settings.cam_source == "refined" and model.abilities.pcm else "raw"
 
 
-def _view_maps(model: nn.Module, view: torch.Tensor, settings: CamSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (B, K), maps (B, K, h, w)) of one view: Grad-CAM for HistoSegNet, else the chosen CAM source."""
-    if isinstance(model, HistoSegNet):
+def _view_maps(model: CamNet, view: torch.Tensor, kind: MapKind) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, K), maps (B, K, h, w)) of one view, of the ``kind`` :func:`cam_kind` chose."""
+    if kind == "grad-cam":
+        if not isinstance(model, GradCamModel):
+            raise TypeError(f"{type(model).__name__} declares grad_cam but has no grad_cams(x)")
         with torch.enable_grad():
             logits, maps = model.grad_cams(view)
         return logits.detach(), maps.detach()
     with torch.no_grad():
         out = model(view)
-    if settings.cam_source == "refined" and out.cams_refined is not None:
+    if kind == "refined" and out.cams_refined is not None:
         return out.logits, out.cams_refined
-    return out.logits, out.cams  # variants without PCM have only raw CAMs
+    return out.logits, out.cams
 
 
 def compute_cams(
-    model: nn.Module,
+    model: CamNet,
     images: torch.Tensor,
     *,
     settings: CamSettings,
@@ -271,13 +272,14 @@ def compute_cams(
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
     shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    kind = cam_kind(model, settings)
     views = inference_views(settings)
     summed: torch.Tensor | None = None
     probability_sum: torch.Tensor | None = None
     with _eval_mode(model):
         for view in views:
             view_images = view.apply(images)
-            logits, maps = _view_maps(model, view_images, settings)
+            logits, maps = _view_maps(model, view_images, kind)
             view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
             restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
             probabilities = torch.sigmoid(logits.float())
@@ -287,7 +289,7 @@ def compute_cams(
     probabilities = probability_sum / len(views)
     labels_used = select_labels(probabilities, settings=settings, image_labels=image_labels)
     label_mask = labels_used[:, :, None, None].to(summed.dtype)
-    if isinstance(model, HistoSegNet):
+    if model.abilities.grad_cam:
         cams, background = _histosegnet_maps(summed, probabilities, label_mask, images)
         return CamResult(cams, probabilities, labels_used, settings.label_source, background)
     cams = normalise_cams((summed * label_mask).clamp(min=0.0), mode=settings.normalisation)

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
@@ -42,6 +41,7 @@ from histo_daen.errors import ConfigError, NoTissueError
 from histo_daen.inference.cams import compute_cams
 from histo_daen.inference.labels import white_glass_mask
 from histo_daen.inference.stitching import BandStitcher, blend_window, map_values_from_scores
+from histo_daen.models.cam_net import CamNet
 from histo_daen.slide import Slide, SlideSource
 from histo_daen.tiling import Tile, read_tile, tile_grid
 
@@ -97,7 +97,7 @@ class CamPredictor:
         settings: the ``inference`` section; ``label_source`` must be "predicted".
     """
 
-    def __init__(self, model: nn.Module, n_classes: int, settings: InferenceConfig) -> None:
+    def __init__(self, model: CamNet, n_classes: int, settings: InferenceConfig) -> None:
         if settings.label_source != "predicted":
             raise ConfigError(
                 f"inference.label_source={settings.label_source!r} needs labelled patches; slides have none, "

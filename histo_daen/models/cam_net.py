@@ -49,7 +49,8 @@ and the synthetic background of its seed.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,16 @@ from histo_daen.config.schema import ModelConfig
 from histo_daen.models.backbone import Backbone, BackboneFeatures
 from histo_daen.models.pcm import pcm_seed_cams, pixel_affinity, refine_cams
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CamNet", "CamNetOutput"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CamModel",
+    "CamNet",
+    "CamNetOutput",
+    "GradCamModel",
+    "MapKind",
+    "ModelAbilities",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,6 +93,49 @@ class CamNetOutput(NamedTuple):
     cams: torch.Tensor
     cams_refined: torch.Tensor | None = None
     background_refined: torch.Tensor | None = None
+
+
+MapKind = Literal["refined", "raw", "grad-cam"]  # which class maps inference computes (recorded in outputs)
+
+
+@dataclass(frozen=True)
+class ModelAbilities:
+    """What a network can do, declared by the network instead of guessed by its callers.
+
+    Attributes:
+        pcm: it has SEAM's pixel-correlation module, so PCM-refined CAMs and the SEAM objective.
+        grad_cam: its class maps are Grad-CAMs of a dense classifier (HistoSegNet), not fc8 CAMs; inference then
+            adds HistoSegNet's white-background map and class subtraction.
+    """
+
+    pcm: bool
+    grad_cam: bool = False
+
+
+@runtime_checkable
+class CamModel(Protocol):
+    """The small face every network shows training and inference: :class:`CamNet` and HistoSegNet alike.
+
+    Besides ``nn.Module``'s own methods: ``config``, ``abilities`` (what it supports), ``forward`` (logits and
+    CAMs) and ``parameter_groups`` (LR groups); a network with ``abilities.grad_cam`` also has ``grad_cams(x)``.
+    Callers ask these, never the class: inference picks its maps from ``abilities``, training its objective.
+    """
+
+    config: ModelConfig
+
+    @property
+    def abilities(self) -> ModelAbilities: ...
+
+    def __call__(self, x: torch.Tensor) -> CamNetOutput: ...
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]: ...
+
+
+@runtime_checkable
+class GradCamModel(CamModel, Protocol):
+    """A network whose class maps are Grad-CAMs (``abilities.grad_cam``), e.g. HistoSegNet."""
+
+    def grad_cams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class CamNet(nn.Module):
@@ -147,6 +200,11 @@ class CamNet(nn.Module):
     def backbone(self) -> Backbone:
         """The backbone object; its layers are this module's children of the same names."""
         return self._backbone_ref[0]
+
+    @property
+    def abilities(self) -> ModelAbilities:
+        """PCM or not (by variant); fc8 CAMs, never Grad-CAM."""
+        return ModelAbilities(pcm=self.use_pcm)
 
     @property
     def attention(self) -> nn.Module | None:

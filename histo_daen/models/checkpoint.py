@@ -37,6 +37,7 @@ from histo_daen.classes import class_set
 from histo_daen.config.load import config_from_mapping, to_plain_dict
 from histo_daen.config.schema import ModelConfig
 from histo_daen.errors import CheckpointError, ConfigError
+from histo_daen.models.cam_net import CamNet
 from histo_daen.models.registry import build_model
 from histo_daen.models.safe_load import TorchFile, safe_torch_load
 from histo_daen.provenance import require_same
@@ -72,7 +73,7 @@ class LoadedModel:
         state: every checkpoint entry except ``state_dict`` (epoch, step, metrics, source, ...).
     """
 
-    model: nn.Module
+    model: CamNet
     model_config: ModelConfig
     config: dict[str, Any]
     classes: tuple[str, ...]
@@ -142,9 +143,9 @@ def checkpoint_state(
     """
     bare = unwrap_model(model)
     if model_config is None:
-        model_config = getattr(bare, "config", None)
-        if not isinstance(model_config, ModelConfig):
-            raise TypeError("the model has no ModelConfig in .config; pass model_config=")
+        if not isinstance(bare, CamNet):
+            raise TypeError(f"a {type(bare).__name__} carries no ModelConfig; pass model_config=")
+        model_config = bare.config
     if classes is None:
         classes = class_set(model_config.class_set).codes
     if len(classes) != model_config.num_classes:

@@ -32,7 +32,7 @@ from torch import nn
 
 from histo_daen.config.schema import ModelConfig
 from histo_daen.models.backbone import Backbone
-from histo_daen.models.cam_net import CamNet, CamNetOutput
+from histo_daen.models.cam_net import CamNet, CamNetOutput, ModelAbilities
 from histo_daen.models.registry import build_backbone, register_variant
 
 __all__ = ["HistoSegNet", "build_histosegnet"]
@@ -59,6 +59,11 @@ class HistoSegNet(CamNet):
         self.dropout_fc = nn.Dropout(0.5)
         self.fc_out = nn.Linear(hidden, config.num_classes)
         self.train()
+
+    @property
+    def abilities(self) -> ModelAbilities:
+        """No PCM; its class maps are Grad-CAMs of the dense head."""
+        return ModelAbilities(pcm=False, grad_cam=True)
 
     def new_modules(self) -> list[nn.Module]:
         """The dense head, trained from scratch at x10 LR (the backbone at x1, as for the CAM networks)."""

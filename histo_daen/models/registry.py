@@ -12,8 +12,6 @@ from collections.abc import Callable
 from difflib import get_close_matches
 from typing import Any
 
-from torch import nn
-
 from histo_daen.config.load import config_from_mapping, to_plain_dict
 from histo_daen.config.schema import ModelConfig
 from histo_daen.errors import ConfigError
@@ -35,7 +33,7 @@ __all__ = [
     "variant_names",
 ]
 
-VariantBuilder = Callable[[ModelConfig], nn.Module]
+VariantBuilder = Callable[[ModelConfig], CamNet]
 BackboneBuilder = Callable[[float], Backbone]  # width -> backbone
 
 _VARIANTS: dict[str, VariantBuilder] = {}
@@ -43,7 +41,7 @@ _BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_variant(name: str, builder: VariantBuilder) -> None:
-    """Add a network variant: ``builder(cfg)`` returns a module whose forward gives a ``CamNetOutput``.
+    """Add a network variant: ``builder(cfg)`` returns a :class:`CamNet` (or subclass, e.g. HistoSegNet).
 
     Raises:
         ValueError: ``name`` is already registered (two modules claiming one name is a bug, not a user error).
@@ -92,7 +90,7 @@ def _backbone_for(cfg: ModelConfig) -> Backbone:
     return TimmBackbone(timm_model_name(cfg.backbone), input_size=cfg.input_size, model_args=cfg.timm_args)
 
 
-def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> nn.Module:
+def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> CamNet:
     """Build a randomly initialised network from a config (pretrained weights are loaded afterwards).
 
     Args:
@@ -101,8 +99,9 @@ def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> nn.Module:
             backbone="resnet18", width=0.25)``.
 
     Returns:
-        The network (a :class:`CamNet` for the built-in variants) in train mode, on the CPU; its forward maps
-        (B, 3, H, W) float32 RGB in [0, 1] to a ``CamNetOutput``.
+        The network, a :class:`CamNet` (HistoSegNet is one too), in train mode, on the CPU: forward maps
+        (B, 3, H, W) float32 RGB in [0, 1] to a ``CamNetOutput``; ``abilities``, ``class_maps`` and
+        ``parameter_groups`` are its typed face (:class:`~histo_daen.models.cam_net.CamModel`).
 
     Raises:
         ConfigError: an unknown variant or backbone (the message lists the valid names), or a field with an

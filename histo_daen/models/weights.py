@@ -64,14 +64,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from histo_daen.classes import class_set, class_set_names
 from histo_daen.config.load import config_from_mapping
 from histo_daen.config.schema import ModelConfig
 from histo_daen.digest import file_sha256
 from histo_daen.errors import ConfigError, OutputExistsError, WeightsError
-from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD
+from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD, CamNet
 from histo_daen.models.checkpoint import checkpoint_state, save_checkpoint, strip_wrapper_prefixes
 from histo_daen.models.mxnet_params import is_mxnet_params, read_mxnet_params
 from histo_daen.models.registry import build_model
@@ -90,12 +89,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision", "timm"]
+FileKind = Literal["mxnet", "resnet38", "seam", "mlps", "torchvision", "timm", "histo-daen"]
+Normalisation = Literal["imagenet", "none", "custom"]
 
 _PCM_LAYERS = ("f8_3", "f8_4", "f9")
 _REFERENCE_HEADS = ("fc8", *_PCM_LAYERS)  # SEAM's heads; a model without one (cam: PCM, histosegnet: fc8) skips it
 _HEAD_LAYERS = (*_REFERENCE_HEADS, "csm")
-_OUR_HEAD_LAYERS = (*_HEAD_LAYERS, "dropout7", "fc_hidden", "dropout_fc", "fc_out")  # + HistoSegNet's dense head
 _IMAGENET_CLASSIFIERS = ("fc", "linear1000")  # torchvision's and MXNet's 1000-class layers
 _SEAM_BN_PARAMS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_var": "running_var"}
 _MX_CONV = re.compile(r"res(?P<stage>\d)(?P<unit>a|b(?P<k>\d+))_(?P<branch>branch(?:1|2a|2b1|2b2))_weight")
@@ -117,6 +116,7 @@ _KIND_NAMES = {
     "mlps": "an MLPS stage-1 checkpoint (ResNet38 + fc8)",
     "torchvision": "a torchvision ResNet state dict",
     "timm": "a timm state dict",
+    "histo-daen": "a histo-daen checkpoint (its backbone; the heads start fresh)",
 }
 _SUPPORTED = (
     "Pass the MXNet ilsvrc-cls_rna-a1_cls1000_ep-0001.params, a ResNet38 state dict in SEAM's key layout, "
@@ -130,6 +130,31 @@ _WEIGHTS_FILE = TorchFile(noun="weights file", error=WeightsError, expected=_SUP
 
 
 @dataclass(frozen=True)
+class WeightsMeta:
+    """What a weights file says about its use, as torchvision's ``Weights.meta`` does: not tensors, but needed.
+
+    Attributes:
+        input_normalisation: what the network was trained on: "imagenet" (ImageNet mean/std; ImageNet weights,
+            SEAM, DAEN), "none" (plain [0, 1] values; MLPS stage 1), "custom", or None when unknown.
+        classes: the class names of its classifier in channel order when the file names them (histo-daen
+            checkpoints), else None (ImageNet classifiers are dropped; SEAM/MLPS files store no names).
+    """
+
+    input_normalisation: Normalisation | None = None
+    classes: tuple[str, ...] | None = None
+
+
+# How each kind of reference file was trained (reference.md section 1; MLPS's data loader does not normalise).
+_KIND_META: dict[str, WeightsMeta] = {
+    "mxnet": WeightsMeta("imagenet"),
+    "resnet38": WeightsMeta("imagenet"),
+    "seam": WeightsMeta("imagenet"),
+    "mlps": WeightsMeta("none"),
+    "torchvision": WeightsMeta("imagenet"),
+}
+
+
+@dataclass(frozen=True)
 class WeightsFile:
     """The tensors of a weights file, renamed to the reference (SEAM / torchvision) key layout.
 
@@ -140,6 +165,7 @@ class WeightsFile:
         family: ``"ResNet38"`` or the torchvision depth, e.g. ``"ResNet-50"``.
         dropped: MXNet names left out on purpose (the ImageNet classifier ``linear1000_*``).
         unrecognised: MXNet names that match no ResNet38 parameter (kept out of ``tensors``).
+        meta: how the weights were trained to be used (:class:`WeightsMeta`).
     """
 
     path: Path
@@ -148,6 +174,7 @@ class WeightsFile:
     family: str
     dropped: tuple[str, ...] = ()
     unrecognised: tuple[str, ...] = ()
+    meta: WeightsMeta = WeightsMeta()
 
     @property
     def description(self) -> str:
@@ -180,17 +207,27 @@ def mxnet_to_seam_key(name: str) -> str | None:
     raise KeyError(name)
 
 
+def _is_histo_daen_checkpoint(loaded: Any) -> bool:
+    return isinstance(loaded, Mapping) and "format_version" in loaded and "model_config" in loaded
+
+
+def _histo_daen_meta(loaded: Mapping[str, Any]) -> WeightsMeta:
+    model_config = loaded.get("model_config")
+    normalisation = model_config.get("input_normalisation") if isinstance(model_config, Mapping) else None
+    classes = loaded.get("classes")
+    return WeightsMeta(
+        normalisation if normalisation in ("imagenet", "none", "custom") else None,
+        tuple(str(c) for c in classes) if isinstance(classes, list | tuple) else None,
+    )
+
+
 def _unwrap_state_dict(path: Path, loaded: Any) -> dict[str, torch.Tensor]:
-    if isinstance(loaded, Mapping) and "format_version" in loaded and "model_config" in loaded:
-        # One of our checkpoints (e.g. a plain CAM classifier trained first): its backbone, without the heads.
+    if _is_histo_daen_checkpoint(loaded):
+        # One of our checkpoints (e.g. a plain CAM classifier trained first); the loader takes its backbone.
         state_dict = loaded.get("state_dict")
         if not isinstance(state_dict, Mapping):
             raise WeightsError(path, "is a histo-daen checkpoint without a state_dict", "The file is damaged.")
-        backbone = {k: v for k, v in state_dict.items() if str(k).split(".")[0] not in _OUR_HEAD_LAYERS}
-        logger.info(
-            "%s: taking the backbone of a histo-daen %s checkpoint", path, loaded["model_config"].get("variant")
-        )
-        loaded = backbone
+        loaded = state_dict
     for wrapper in ("state_dict", "model"):
         # Training scripts often save {"state_dict": ..., "epoch": ...} or {"model": ..., "optimizer": ...}.
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
@@ -257,10 +294,18 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
             raise WeightsError(
                 source, f"is an MXNet file without ResNet38 parameters (names {_listing(list(arrays))})", _SUPPORTED
             )
-        return WeightsFile(source, "mxnet", tensors, "ResNet38", tuple(dropped), tuple(unrecognised))
-    tensors = _unwrap_state_dict(source, safe_torch_load(source, _WEIGHTS_FILE))
+        return WeightsFile(
+            source, "mxnet", tensors, "ResNet38", tuple(dropped), tuple(unrecognised), meta=_KIND_META["mxnet"]
+        )
+    loaded = safe_torch_load(source, _WEIGHTS_FILE)
+    tensors = _unwrap_state_dict(source, loaded)
     kind, family = _classify(source, tensors)
-    return WeightsFile(source, kind, tensors, family)
+    if _is_histo_daen_checkpoint(loaded):
+        logger.info(
+            "%s: taking the backbone of a histo-daen %s checkpoint", source, loaded["model_config"].get("variant")
+        )
+        return WeightsFile(source, "histo-daen", tensors, family, meta=_histo_daen_meta(loaded))
+    return WeightsFile(source, kind, tensors, family, meta=_KIND_META[kind])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,7 +370,7 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _model_family(model: nn.Module, keys: Sequence[str]) -> str:
+def _model_family(model: CamNet, keys: Sequence[str]) -> str:
     if "conv1a.weight" in keys:
         return "ResNet38"
     if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
@@ -333,28 +378,25 @@ def _model_family(model: nn.Module, keys: Sequence[str]) -> str:
     raise TypeError(f"{type(model).__name__} has neither a ResNet38 nor a torchvision ResNet backbone")
 
 
-def _backbone_keys(model: nn.Module, keys: Sequence[str]) -> list[str]:
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module):
-        layers = {name for name, _ in backbone.named_children()}
-        return [k for k in keys if k.split(".")[0] in layers]
-    return [k for k in keys if k.split(".")[0] not in _HEAD_LAYERS]
+def _backbone_keys(model: CamNet, keys: Sequence[str]) -> list[str]:
+    """The keys of ``keys`` that belong to the model's backbone (its layers are the model's own children)."""
+    layers = {name for name, _ in model.backbone.named_children()}
+    return [k for k in keys if k.split(".")[0] in layers]
 
 
-def _model_name(model: nn.Module, family: str) -> str:
-    config = getattr(model, "config", None)
-    return f"backbone={config.backbone}, width={config.width}" if isinstance(config, ModelConfig) else family
+def _model_name(model: CamNet) -> str:
+    return f"backbone={model.config.backbone}, width={model.config.width}"
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(tensor.shape)
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> LoadReport:
+def load_pretrained(model: CamNet, path: str | os.PathLike[str], *, strict: bool = True) -> LoadReport:
     """Load local pretrained weights into a network from ``build_model``, in place.
 
     Args:
-        model: the network (a :class:`~histo_daen.models.CamNet`, or any module with the reference key layout).
+        model: the network from ``build_model`` (a :class:`~histo_daen.models.CamNet`).
         path: the weights file: MXNet ``.params``, a PyTorch ``.pth``, or for timm backbones also ``.safetensors``
             (see the module docstring for the list).
         strict: require the whole backbone and every file tensor to fit (module docstring); ``False`` loads what
@@ -368,9 +410,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike[str], *, strict: b
             weights of another backbone or width, missing or unexpected keys, shapes that differ, non-finite values.
             The message names the file, the keys and what was expected.
     """
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, TimmBackbone):
-        return _load_timm(model, backbone, Path(path), strict=strict)
+    if isinstance(model.backbone, TimmBackbone):
+        return _load_timm(model, model.backbone, Path(path), strict=strict)
     return _load_into(model, read_weights_file(path), strict=strict)
 
 
@@ -394,7 +435,10 @@ def _read_timm_tensors(path: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(path, f"is not a readable safetensors file ({err})", "The file is damaged.") from err
         tensors = strip_wrapper_prefixes(tensors)
     else:
-        tensors = _unwrap_state_dict(path, safe_torch_load(path, _WEIGHTS_FILE))
+        loaded = safe_torch_load(path, _WEIGHTS_FILE)
+        tensors = _unwrap_state_dict(path, loaded)
+        if _is_histo_daen_checkpoint(loaded):  # one of our checkpoints lends its timm encoder, not its heads
+            tensors = {key: value for key, value in tensors.items() if key.startswith("encoder.")}
     if tensors and all(key.startswith("encoder.") for key in tensors):
         tensors = {key.removeprefix("encoder."): value for key, value in tensors.items()}  # one of our checkpoints
     if any(marker in key for key in tensors for marker in _TRANSFORMERS_KEYS):
@@ -413,7 +457,7 @@ def _as_triple(values: Any) -> tuple[float, float, float] | None:
     return None
 
 
-def _check_timm_metadata(model: nn.Module, backbone: TimmBackbone, path: Path) -> None:
+def _check_timm_metadata(model: CamNet, backbone: TimmBackbone, path: Path) -> None:
     """Compare the model with the ``config.json`` timm keeps beside published weights (architecture, input mean and
     std, input size); a mismatch that would silently degrade the features is an error naming the fix."""
     import json
@@ -437,9 +481,7 @@ def _check_timm_metadata(model: nn.Module, backbone: TimmBackbone, path: Path) -
         )
     pretrained_cfg = metadata.get("pretrained_cfg", {})
     mean, std = _as_triple(pretrained_cfg.get("mean")), _as_triple(pretrained_cfg.get("std"))
-    config = getattr(model, "config", None)
-    if not isinstance(config, ModelConfig):
-        return
+    config = model.config
     if mean is not None and std is not None:
         expected = {
             "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
@@ -477,7 +519,7 @@ def _check_timm_metadata(model: nn.Module, backbone: TimmBackbone, path: Path) -
         )
 
 
-def _load_timm(model: nn.Module, backbone: TimmBackbone, path: Path, *, strict: bool) -> LoadReport:
+def _load_timm(model: CamNet, backbone: TimmBackbone, path: Path, *, strict: bool) -> LoadReport:
     """Load a timm state dict into a timm backbone's encoder; the CAM heads stay at their initialisation."""
     import sys
 
@@ -549,7 +591,7 @@ def _load_timm(model: nn.Module, backbone: TimmBackbone, path: Path, *, strict: 
     return report
 
 
-def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadReport:
+def _load_into(model: CamNet, weights: WeightsFile, *, strict: bool) -> LoadReport:
     source = weights.path
     own = model.state_dict()
     own_keys = list(own)
@@ -557,7 +599,7 @@ def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadR
     if weights.family != family:
         raise WeightsError(
             source,
-            f"holds {weights.description}, but the model's backbone is {family} ({_model_name(model, family)})",
+            f"holds {weights.description}, but the model's backbone is {family} ({_model_name(model)})",
             "Pass weights for that backbone, or build the model with the backbone these weights are for.",
         )
     if strict and weights.unrecognised:
@@ -572,7 +614,9 @@ def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadR
     head_shapes: list[str] = []
     for key, tensor in weights.tensors.items():
         layer = key.split(".")[0]
-        if layer in _IMAGENET_CLASSIFIERS or (layer in _REFERENCE_HEADS and key not in own):
+        if weights.kind == "histo-daen" and key not in backbone:
+            ignored.append(key)  # one of our checkpoints lends its backbone; its heads are another model's
+        elif layer in _IMAGENET_CLASSIFIERS or (layer in _REFERENCE_HEADS and key not in own):
             ignored.append(key)
         elif key not in own:
             unexpected.append(key)
@@ -584,7 +628,7 @@ def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadR
     if backbone_shapes:
         raise WeightsError(
             source,
-            f"has backbone tensors of other shapes than the model ({_model_name(model, family)}): "
+            f"has backbone tensors of other shapes than the model ({_model_name(model)}): "
             f"{_listing(backbone_shapes, 3)}",
             "Weights fit only the network they were made for; published ResNet38 weights need width=1.0.",
         )
@@ -609,14 +653,16 @@ def _load_into(model: nn.Module, weights: WeightsFile, *, strict: bool) -> LoadR
     if non_finite:
         raise WeightsError(source, f"holds NaN or infinite values in {_listing(non_finite)}", "The file is damaged.")
     model.load_state_dict(selected, strict=False)
-    if weights.kind == "mlps":
-        config = getattr(model, "config", None)
-        if isinstance(config, ModelConfig) and config.input_normalisation != "none":
-            logger.warning(
-                "%s: MLPS stage 1 was trained on un-normalised [0, 1] input; this model normalises with ImageNet "
-                "statistics (build it with input_normalisation='none' to match)",
-                source,
-            )
+    trained_on = weights.meta.input_normalisation
+    if trained_on is not None and trained_on != model.config.input_normalisation:
+        logger.warning(
+            "%s: these weights were trained on %s input; this model's input_normalisation is %r "
+            "(build it with input_normalisation=%r to match)",
+            source,
+            "un-normalised [0, 1]" if trained_on == "none" else f"{trained_on}-normalised",
+            model.config.input_normalisation,
+            trained_on,
+        )
     report = LoadReport(
         path=source,
         file_kind=weights.kind,
@@ -762,8 +808,9 @@ def import_reference_checkpoint(
             "num_classes": foreground,
             "class_set": set_name or "custom",
             "background_channel": background,
+            # "auto": as the source code trained (the file kind's metadata: SEAM imagenet, MLPS none).
             "input_normalisation": (
-                ("imagenet" if background else "none") if input_normalisation == "auto" else input_normalisation
+                weights.meta.input_normalisation if input_normalisation == "auto" else input_normalisation
             ),
         },
         "import",

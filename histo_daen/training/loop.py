@@ -23,9 +23,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +47,7 @@ from histo_daen.errors import (
     TrainingDivergedError,
     WeightsError,
 )
+from histo_daen.models.cam_net import CamNet
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
 from histo_daen.provenance import require_same
@@ -163,9 +164,9 @@ class MetricsLog:
             self._board.flush()
 
 
-def resolve_objective(cfg: TrainConfig, model: nn.Module) -> str:
+def resolve_objective(cfg: TrainConfig, model: CamNet) -> str:
     """ "seam" or "classification": ``loss.objective``, with "auto" meaning seam exactly when the model has a PCM."""
-    has_pcm = bool(getattr(model, "use_pcm", False))
+    has_pcm = model.abilities.pcm
     objective = cfg.loss.objective
     if objective == "auto":
         return "seam" if has_pcm else "classification"
@@ -238,7 +239,7 @@ def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx:
     return None
 
 
-def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext) -> None:
+def _load_pretrained(model: CamNet, cfg: TrainConfig, ctx: DistributedContext) -> None:
     if cfg.pretrained is None:
         if ctx.is_main:
             logger.warning(
@@ -259,9 +260,9 @@ def _load_pretrained(model: nn.Module, cfg: TrainConfig, ctx: DistributedContext
     load_pretrained(model, cfg.pretrained)
 
 
-def _find_unused_parameters(model: nn.Module, objective: str, cfg: TrainConfig) -> bool:
+def _find_unused_parameters(model: CamNet, objective: str, cfg: TrainConfig) -> bool:
     """Whether DDP must look for parameters without gradient: the PCM layers when no loss term reaches them."""
-    has_pcm = bool(getattr(model, "use_pcm", False))
+    has_pcm = model.abilities.pcm
     pcm_trained = objective == "seam" and (cfg.loss.cross_equivariant_weight > 0 or cfg.loss.rvmin_weight > 0)
     return has_pcm and not pcm_trained
 
@@ -436,7 +437,7 @@ def _train(
                 device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 find_unused_parameters=_find_unused_parameters(model, objective, cfg),
             )
-        optimizer = build_optimizer(cast(Any, model).parameter_groups(), optim)  # CamNet's LR groups
+        optimizer = build_optimizer(model.parameter_groups(), optim)
         schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
         start_step, stored_losses = 0, dict[str, float]()
         if resume_from is not None:
@@ -457,20 +458,15 @@ def _train(
             input_scale=cfg.data.input_scale,
             seed=cfg.seed,
         )
-        result = _run_steps(
+        stepper = TrainingStep(cfg, ctx, model, network, objective, twin, optimizer, schedule)
+        plan = StepPlan(micro_batch, steps_per_epoch, max_steps, start_step)
+        run = _run_steps(
             cfg,
             ctx=ctx,
-            network=network,
+            stepper=stepper,
             model=model,
-            twin=twin,
-            objective=objective,
-            optimizer=optimizer,
-            schedule=schedule,
             dataset=dataset,
-            micro_batch=micro_batch,
-            steps_per_epoch=steps_per_epoch,
-            max_steps=max_steps,
-            start_step=start_step,
+            plan=plan,
             start_losses=stored_losses,
             output_dir=output_dir,
             metrics=metrics,
@@ -479,11 +475,11 @@ def _train(
         return TrainResult(
             output_dir=output_dir,
             checkpoint=output_dir / CHECKPOINT_NAME,
-            step=result[0],
+            step=run.step,
             max_steps=max_steps,
-            epoch=result[0] // steps_per_epoch,
-            losses=result[1],
-            images_per_second=result[2],
+            epoch=run.step // steps_per_epoch,
+            losses=run.losses,
+            images_per_second=run.images_per_second,
             resumed_from=start_step if resume_from is not None else None,
             objective=objective,
         )
@@ -500,147 +496,255 @@ def _loader(
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, generator=generator)
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """Where a run's optimiser steps go.
+
+    Attributes:
+        micro_batch: patches per micro-batch on this rank (``batch_size / (world_size * accumulation_steps)``).
+        steps_per_epoch: optimiser steps in one pass over the training set.
+        max_steps: the schedule's length (``epochs * steps_per_epoch``, or ``optim.max_steps`` if fewer).
+        start_step: where this call starts (0, or the step a resumed run stopped at).
+    """
+
+    micro_batch: int
+    steps_per_epoch: int
+    max_steps: int
+    start_step: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One optimiser step.
+
+    Attributes:
+        terms: loss terms averaged over the step's micro-batches (``loss`` = the weighted total).
+        lr: the base (backbone) learning rate the step used.
+        seconds: wall time of the step; data_seconds: the part spent waiting for batches.
+    """
+
+    terms: dict[str, float]
+    lr: float
+    seconds: float
+    data_seconds: float
+
+
+@dataclass
+class TrainingStep:
+    """What one optimiser step needs, and the step itself: micro-batches -> objective -> backward -> optimiser.
+
+    Gradient accumulation: ``accumulation`` micro-batches per step, each loss divided by their number; DDP
+    synchronises gradients on the last micro-batch only (``no_sync`` before).
+    """
+
+    cfg: TrainConfig
+    ctx: DistributedContext
+    model: CamNet
+    network: nn.Module  # the model in the twin-branch wrapper, in DistributedDataParallel under torchrun
+    objective: str
+    twin: TwinTransform | None
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+    def run(self, batches: Iterator[dict[str, Any]], epoch: int, *, step: int, saved_step: int | None) -> StepResult:
+        """Take ``accumulation_steps`` micro-batches from ``batches`` and make optimiser step number ``step``.
+
+        Raises:
+            TrainingDivergedError: the loss or the gradients are not finite (checked before the optimiser applies
+                them; ``saved_step`` is the step ``last.pt`` holds, named in the message).
+        """
+        device = self.ctx.device
+        accumulation = self.cfg.optim.accumulation_steps
+        autocast = autocast_settings(device, amp=self.cfg.amp, cpu_bf16=self.cfg.cpu_bf16)
+        started = time.perf_counter()
+        data_seconds = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        terms: dict[str, float] = {}
+        for micro in range(accumulation):
+            waited = time.perf_counter()
+            batch = next(batches)
+            data_seconds += time.perf_counter() - waited
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            params = self.twin.draw(batch["index"].tolist(), seed=self.cfg.seed, epoch=epoch) if self.twin else None
+            # DDP averages gradients over ranks on the last micro-batch of the step only.
+            network, last_micro = self.network, micro == accumulation - 1
+            sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if isinstance(network, nn.parallel.DistributedDataParallel) and not last_micro:
+                sync = network.no_sync()
+            with sync:
+                with torch.autocast(**autocast.kwargs):  # type: ignore[arg-type]
+                    first, second = network(images, params)
+                loss = _objective(
+                    first,
+                    second,
+                    labels,
+                    objective=self.objective,
+                    twin=self.twin,
+                    params=params,
+                    cfg=self.cfg,
+                    images=images,
+                )
+                (loss.total / accumulation).backward()
+            for key, value in {"loss": loss.total, **loss.terms}.items():
+                terms[key] = terms.get(key, 0.0) + float(value.detach()) / accumulation
+        lr = self.optimizer.param_groups[0]["lr"]  # the base (backbone) rate of this step
+        _stop_if_diverged(step, terms, self.model, cfg=self.cfg, ctx=self.ctx, lr=lr, saved_step=saved_step)
+        self.optimizer.step()
+        self.schedule.step()
+        return StepResult(terms, lr, time.perf_counter() - started, data_seconds)
+
+
+@dataclass
+class LogWindow:
+    """Steps since the last ``metrics.jsonl`` line: their summed loss terms and times."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+
+    def add(self, step: StepResult) -> None:
+        for key, value in step.terms.items():
+            self.terms[key] = self.terms.get(key, 0.0) + value
+        self.steps += 1
+        self.seconds += step.seconds
+        self.data_seconds += step.data_seconds
+
+    def mean_terms(self) -> dict[str, float]:
+        return {key: value / self.steps for key, value in self.terms.items()}
+
+
+@dataclass(frozen=True)
+class StepsRun:
+    """What the step loop reached: the last step, the last logged losses, mean images/s of this invocation."""
+
+    step: int
+    losses: dict[str, float]
+    images_per_second: float
+
+
 def _run_steps(
     cfg: TrainConfig,
     *,
     ctx: DistributedContext,
-    network: nn.Module,
-    model: nn.Module,
-    twin: TwinTransform | None,
-    objective: str,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
+    stepper: TrainingStep,
+    model: CamNet,
     dataset: PatchDataset,
-    micro_batch: int,
-    steps_per_epoch: int,
-    max_steps: int,
-    start_step: int,
+    plan: StepPlan,
     start_losses: dict[str, float],
     output_dir: Path,
     metrics: MetricsLog,
     progress: bool,
-) -> tuple[int, dict[str, float], float]:
-    """The optimiser steps from ``start_step`` to ``max_steps``; returns (step, last losses, images/s)."""
-    accumulation = cfg.optim.accumulation_steps
-    autocast = autocast_settings(ctx.device, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16)
+) -> StepsRun:
+    """The optimiser steps from ``plan.start_step`` to ``plan.max_steps``: log, warn, checkpoint on schedule."""
     checkpoint_path = output_dir / CHECKPOINT_NAME
-    step = start_step
-    saved_step = start_step if start_step > 0 else None  # the step last.pt holds
-    losses = dict(start_losses)
-    window: dict[str, float] = {}
+    step, losses = plan.start_step, dict(start_losses)
+    saved_step = plan.start_step if plan.start_step > 0 else None  # the step last.pt holds
+    window = LogWindow()
     warned_collapse = False
-    window_steps, window_time, window_data = 0, 0.0, 0.0
-    total_images, total_time = 0, 0.0
-    bar = tqdm(
-        total=max_steps, initial=start_step, unit="step", desc="training", disable=not (progress and ctx.is_main)
-    )
+    total_images, total_seconds = 0, 0.0
+    bar = tqdm(total=plan.max_steps, initial=step, unit="step", desc="training", disable=not (progress and ctx.is_main))
     with bar:
-        while step < max_steps:
-            epoch = step // steps_per_epoch
-            steps_this_epoch = min(steps_per_epoch, max_steps - epoch * steps_per_epoch)
-            sampler = EpochBatchSampler(
-                len(dataset),
-                epoch=epoch,
-                micro_batch=micro_batch,
-                n_micro_batches=steps_this_epoch * accumulation,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                seed=cfg.seed,
-                start=(step - epoch * steps_per_epoch) * accumulation,
-            )
-            loader = _loader(
-                dataset, sampler, workers=cfg.data.workers, seed=cfg.seed, pin_memory=ctx.device.type == "cuda"
-            )
-            batches: Iterator[dict[str, Any]] = iter(loader)
-            while step < epoch * steps_per_epoch + steps_this_epoch:
-                started = time.perf_counter()
-                data_time = 0.0
-                optimizer.zero_grad(set_to_none=True)
-                step_terms: dict[str, float] = {}
-                for micro in range(accumulation):
-                    waited = time.perf_counter()
-                    batch = next(batches)
-                    data_time += time.perf_counter() - waited
-                    images = batch["image"].to(ctx.device, non_blocking=True)
-                    labels = batch["label"].to(ctx.device, non_blocking=True)
-                    params = twin.draw(batch["index"].tolist(), seed=cfg.seed, epoch=epoch) if twin else None
-                    last_micro = micro == accumulation - 1
-                    no_sync = getattr(network, "no_sync", None)
-                    sync = contextlib.nullcontext() if last_micro or no_sync is None else no_sync()
-                    with sync:
-                        with torch.autocast(**autocast.kwargs):  # type: ignore[arg-type]
-                            first, second = network(images, params)
-                        terms = _objective(
-                            first, second, labels, objective=objective, twin=twin, params=params, cfg=cfg, images=images
-                        )
-                        (terms.total / accumulation).backward()
-                    for key, value in {"loss": terms.total, **terms.terms}.items():
-                        step_terms[key] = step_terms.get(key, 0.0) + float(value.detach()) / accumulation
-                lr_used = optimizer.param_groups[0]["lr"]  # the base (backbone) rate of this step
-                _stop_if_diverged(step + 1, step_terms, model, cfg=cfg, ctx=ctx, lr=lr_used, saved_step=saved_step)
-                optimizer.step()
-                schedule.step()
+        while step < plan.max_steps:
+            epoch = step // plan.steps_per_epoch
+            epoch_end = min((epoch + 1) * plan.steps_per_epoch, plan.max_steps)
+            batches = _epoch_batches(cfg, ctx, dataset, plan, epoch, step)
+            while step < epoch_end:
+                result = stepper.run(batches, epoch, step=step + 1, saved_step=saved_step)
                 step += 1
-                elapsed = time.perf_counter() - started
                 total_images += cfg.optim.batch_size
-                total_time += elapsed
-                for key, term in step_terms.items():
-                    window[key] = window.get(key, 0.0) + term
-                window_steps += 1
-                window_time += elapsed
-                window_data += data_time
+                total_seconds += result.seconds
+                window.add(result)
                 bar.update(1)
-                is_log_step = step % cfg.log_every == 0 or step == max_steps
-                if is_log_step:
-                    averaged = mean_over_ranks({k: v / window_steps for k, v in window.items()}, ctx)
-                    losses = averaged
-                    images_per_second = cfg.optim.batch_size * window_steps / max(window_time, 1e-9)
-                    metrics.append(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "lr": lr_used,
-                            **{k: round(v, 6) for k, v in averaged.items()},
-                            "images_per_second": round(images_per_second, 3),
-                            "data_time_share": round(window_data / max(window_time, 1e-9), 4),
-                        }
-                    )
-                    bar.set_postfix(
-                        {_SHORT.get(k, k): f"{v:.3f}" for k, v in averaged.items()}
-                        | {"img/s": f"{images_per_second:.1f}"},
-                        refresh=False,
-                    )
-                    window, window_steps, window_time, window_data = {}, 0, 0.0, 0.0
-                    coverage = averaged.get("cam_coverage")
-                    if coverage is not None and coverage < COLLAPSED_COVERAGE and step >= max_steps // 4:
-                        if not warned_collapse and ctx.is_main:
+                if step % cfg.log_every == 0 or step == plan.max_steps:
+                    losses = _log_window(cfg, ctx, metrics, bar, window, step=step, epoch=epoch, lr=result.lr)
+                    window = LogWindow()
+                    if not warned_collapse and _collapsed(losses, step, plan.max_steps):
+                        warned_collapse = True
+                        if ctx.is_main:
                             logger.warning(
                                 "step %d: only %.1f %% of the pixels of present classes light up in the CAMs: they "
                                 "have collapsed onto a few peaks, which satisfies the equivariant loss trivially "
                                 "(seen with DAEN from random weights). Start from pretrained weights (--pretrained).",
                                 step,
-                                100 * coverage,
+                                100 * losses["cam_coverage"],
                             )
-                        warned_collapse = True
-                end_of_epoch = step == epoch * steps_per_epoch + steps_this_epoch
-                if step % cfg.checkpoint_every == 0 or end_of_epoch:
+                if step % cfg.checkpoint_every == 0 or step == epoch_end:
                     _save(
                         checkpoint_path,
                         cfg,
                         model=model,
-                        optimizer=optimizer,
-                        schedule=schedule,
+                        optimizer=stepper.optimizer,
+                        schedule=stepper.schedule,
                         step=step,
-                        epoch=step // steps_per_epoch,
-                        max_steps=max_steps,
+                        epoch=step // plan.steps_per_epoch,
+                        max_steps=plan.max_steps,
                         losses=losses,
                         ctx=ctx,
                     )
                     saved_step = step
-    throughput = total_images / total_time if total_time > 0 else 0.0
-    if ctx.is_main and step > start_step:
-        logger.info("trained %d steps to %s (%.1f images/s)", step - start_step, checkpoint_path, throughput)
-    return step, losses, throughput
+    throughput = total_images / total_seconds if total_seconds > 0 else 0.0
+    if ctx.is_main and step > plan.start_step:
+        logger.info("trained %d steps to %s (%.1f images/s)", step - plan.start_step, checkpoint_path, throughput)
+    return StepsRun(step, losses, throughput)
+
+
+def _epoch_batches(
+    cfg: TrainConfig, ctx: DistributedContext, dataset: PatchDataset, plan: StepPlan, epoch: int, step: int
+) -> Iterator[dict[str, Any]]:
+    """This rank's micro-batches of ``epoch`` from ``step`` on (a resumed run starts inside an epoch)."""
+    accumulation = cfg.optim.accumulation_steps
+    steps_this_epoch = min(plan.steps_per_epoch, plan.max_steps - epoch * plan.steps_per_epoch)
+    sampler = EpochBatchSampler(
+        len(dataset),
+        epoch=epoch,
+        micro_batch=plan.micro_batch,
+        n_micro_batches=steps_this_epoch * accumulation,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=cfg.seed,
+        start=(step - epoch * plan.steps_per_epoch) * accumulation,
+    )
+    loader = _loader(dataset, sampler, workers=cfg.data.workers, seed=cfg.seed, pin_memory=ctx.device.type == "cuda")
+    return iter(loader)
+
+
+def _log_window(
+    cfg: TrainConfig,
+    ctx: DistributedContext,
+    metrics: MetricsLog,
+    bar: Any,
+    window: LogWindow,
+    *,
+    step: int,
+    epoch: int,
+    lr: float,
+) -> dict[str, float]:
+    """One ``metrics.jsonl`` line for the steps of ``window`` (loss terms averaged over ranks); returns the terms."""
+    averaged = mean_over_ranks(window.mean_terms(), ctx)
+    images_per_second = cfg.optim.batch_size * window.steps / max(window.seconds, 1e-9)
+    metrics.append(
+        {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            **{k: round(v, 6) for k, v in averaged.items()},
+            "images_per_second": round(images_per_second, 3),
+            "data_time_share": round(window.data_seconds / max(window.seconds, 1e-9), 4),
+        }
+    )
+    bar.set_postfix(
+        {_SHORT.get(k, k): f"{v:.3f}" for k, v in averaged.items()} | {"img/s": f"{images_per_second:.1f}"},
+        refresh=False,
+    )
+    return averaged
+
+
+def _collapsed(losses: Mapping[str, float], step: int, max_steps: int) -> bool:
+    """CAMs lit on too few pixels, a quarter of the way into training or later (see COLLAPSED_COVERAGE)."""
+    coverage = losses.get("cam_coverage")
+    return coverage is not None and coverage < COLLAPSED_COVERAGE and step >= max_steps // 4
 
 
 def _stop_if_diverged(

@@ -127,3 +127,29 @@ def test_bad_inputs_are_refused() -> None:
         render_tissue(np.zeros((4, 4)), mpp=1.0, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="mixing must be in"):
         TissueStyle(mixing=2.0)
+
+
+def test_the_renderer_numbers_classes_as_the_class_table() -> None:
+    from histo_daen.classes import LUAD
+    from histo_daen.data import synthetic_tissue
+
+    codes = {synthetic_tissue.TE: "TE", synthetic_tissue.NEC: "NEC", synthetic_tissue.LYM: "LYM"}
+    assert all(LUAD.classes[index].code == code for index, code in codes.items())
+    assert LUAD.classes[synthetic_tissue.TAS].code == "TAS" and LUAD.exclude_index == synthetic_tissue.GLASS_INDEX
+
+
+def test_one_interpolation_gives_the_same_values_on_a_grid_and_at_points() -> None:
+    from histo_daen.data.synthetic_tissue import _bilinear
+
+    rng = np.random.default_rng(0)
+    table = rng.random((5, 6), dtype=np.float32)
+    rows, cols = np.array([0, 1, 3]), np.array([0, 2, 4, 4])
+    row_weight, col_weight = rng.random(3, dtype=np.float32), rng.random(4, dtype=np.float32)
+    grid = _bilinear(table, rows, row_weight, cols, col_weight)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    rw, cw = np.meshgrid(row_weight, col_weight, indexing="ij")
+    assert np.array_equal(grid, _bilinear(table, r, rw, c, cw, points=True))  # bit for bit
+    assert grid[0, 0] == pytest.approx(
+        (1 - row_weight[0]) * ((1 - col_weight[0]) * table[0, 0] + col_weight[0] * table[0, 1])
+        + row_weight[0] * ((1 - col_weight[0]) * table[1, 0] + col_weight[0] * table[1, 1])
+    )

@@ -18,7 +18,7 @@ from histo_daen.data.registry import load_splits
 from histo_daen.errors import CheckpointError, DatasetError, OutputExistsError
 from histo_daen.evaluation.evaluate import evaluate, evaluate_model
 from histo_daen.evaluation.metrics import confusion_matrix, scores
-from histo_daen.models.cam_net import CamNetOutput
+from histo_daen.models.cam_net import CamNetOutput, ModelAbilities
 from histo_daen.models.checkpoint import LoadedModel
 
 from .conftest import CLASS_RGB
@@ -28,6 +28,8 @@ FAST = EvaluateConfig(batch_size=3, inference=InferenceConfig(scales=(1.0,), fli
 
 class ColourLookup(nn.Module):
     """An oracle 'network': the CAM of class c is high where the pixel has class c's colour (full resolution)."""
+
+    abilities = ModelAbilities(pcm=False)  # raw CAMs only, like the cam variant
 
     def __init__(self) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ from histo_daen.inference.cams import (
     subtract_classes,
     white_background_score,
 )
-from histo_daen.models.cam_net import CamNetOutput
+from histo_daen.models.cam_net import CamNetOutput, ModelAbilities
 from histo_daen.models.histosegnet import HistoSegNet
 from histo_daen.models.registry import build_model
 
@@ -33,6 +33,8 @@ class PixelCams(nn.Module):
     Equivariant to flips and rotations, so every view's maps, once undone, equal the plain view's maps. The
     refined CAMs are 1 - raw, so the CAM source is visible; logits are fixed per class.
     """
+
+    abilities = ModelAbilities(pcm=True)  # what CamNet declares: refined CAMs exist
 
     def __init__(self, logits: tuple[float, ...] = (2.0, -2.0, 1.0, -3.0)) -> None:
         super().__init__()

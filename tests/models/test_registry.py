@@ -74,3 +74,25 @@ def test_a_registered_variant_is_available_to_build_model(monkeypatch: pytest.Mo
 def test_registering_a_name_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="model variant 'daen' is already registered"):
         register_variant("daen", lambda cfg: CamNet(cfg, build_backbone("resnet18")))
+
+
+@pytest.mark.parametrize(
+    ("variant", "pcm", "grad_cam"),
+    [
+        ("daen", True, False),
+        ("seam", True, False),
+        ("cm", True, False),
+        ("sm", True, False),
+        ("cam", False, False),
+        ("histosegnet", False, True),
+    ],
+)
+def test_every_variant_is_a_camnet_that_declares_what_it_supports(variant: str, pcm: bool, grad_cam: bool) -> None:
+    from histo_daen.models.cam_net import CamModel, CamNet, GradCamModel, ModelAbilities
+
+    model = build_model(variant=variant, backbone="resnet18", width=0.125)
+    assert isinstance(model, CamNet) and isinstance(model, CamModel)
+    assert model.abilities == ModelAbilities(pcm=pcm, grad_cam=grad_cam)
+    assert isinstance(model, GradCamModel) == grad_cam  # only Grad-CAM networks carry grad_cams(x)
+    groups = model.parameter_groups()
+    assert groups["new"] and groups["backbone"]

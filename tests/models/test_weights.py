@@ -498,3 +498,36 @@ def test_a_dict_with_entries_that_are_not_tensors(tmp_path: Path) -> None:
 
     with pytest.raises(WeightsError, match=r"mixed\.pth: has entries that are not tensors: lr"):
         read_weights_file(path)
+
+
+# --- what a weights file says about its use (like torchvision's Weights.meta) ------------------------------------
+
+
+def test_each_file_kind_carries_how_it_was_trained(mxnet_file: Path, backbone_file: Path, tmp_path: Path) -> None:
+    assert read_weights_file(mxnet_file).meta.input_normalisation == "imagenet"
+    assert read_weights_file(backbone_file).meta.input_normalisation == "imagenet"
+    ours = _resnet38("cam", background_channel=False, input_normalisation="none")
+    path = save_checkpoint(tmp_path / "last.pt", checkpoint_state(ours))
+    meta = read_weights_file(path).meta
+    assert meta.input_normalisation == "none" and meta.classes == ("TE", "NEC", "LYM", "TAS")
+
+
+def test_weights_trained_on_other_input_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ours = _resnet38("cam", background_channel=False, input_normalisation="none")
+    path = save_checkpoint(tmp_path / "last.pt", checkpoint_state(ours))
+    with caplog.at_level(logging.WARNING, logger="histo_daen.models.weights"):
+        load_pretrained(_resnet38("daen"), path)
+    assert "trained on un-normalised [0, 1] input; this model's input_normalisation is 'imagenet'" in caplog.text
+
+
+def test_any_variant_lends_only_its_backbone(tmp_path: Path) -> None:
+    """The heads of the lending checkpoint (here HistoSegNet's dense head) are never loaded, whatever they are."""
+    lender = _randomised(_resnet38("histosegnet", background_channel=False), seed=4)
+    path = save_checkpoint(tmp_path / "last.pt", checkpoint_state(lender))
+    daen = _resnet38("daen")
+    report = load_pretrained(daen, path)
+    assert torch.equal(daen.state_dict()["b4_5.conv_branch2a.weight"], lender.state_dict()["b4_5.conv_branch2a.weight"])
+    assert {"fc_hidden", "fc_out"} <= set(report.ignored_layers)
+    assert report.file_kind == "histo-daen"

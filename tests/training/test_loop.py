@@ -320,3 +320,13 @@ def test_training_without_pretrained_weights_warns_loudly(
 ) -> None:
     train(tiny_config(), output_dir=tmp_path / "run", device="cpu")
     assert "NO PRETRAINED WEIGHTS: the resnet18 backbone starts from RANDOM weights" in caplog.text
+
+
+def test_the_log_window_averages_the_steps_since_the_last_line() -> None:
+    from histo_daen.training.loop import LogWindow, StepResult
+
+    window = LogWindow()
+    window.add(StepResult({"loss": 1.0, "equivariant": 0.2}, lr=0.01, seconds=2.0, data_seconds=0.5))
+    window.add(StepResult({"loss": 3.0, "equivariant": 0.4}, lr=0.01, seconds=1.0, data_seconds=0.1))
+    assert window.mean_terms() == pytest.approx({"loss": 2.0, "equivariant": 0.3})
+    assert (window.steps, window.seconds, window.data_seconds) == (2, 3.0, pytest.approx(0.6))
