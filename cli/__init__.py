@@ -95,7 +95,9 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="histo-daen")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr: no progress bars, no info lines."
+)
 def cli(verbose: int, quiet: bool) -> None:
     """histo-daen: weakly supervised tissue maps of H&E whole-slide images.
 

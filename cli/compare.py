@@ -24,7 +24,7 @@ __all__ = ["compare_command"]
     is_flag=True,
     help="Put evaluations of different datasets or splits side by side (refused by default: they do not rank).",
 )
-@options.overwrite()
+@options.overwrite("Replace an existing comparison folder at --output (swapped in whole once the new one is written).")
 def compare_command(
     eval_dirs: tuple[Path, ...], output: Path, published: bool, allow_mixed: bool, overwrite: bool
 ) -> None:

@@ -35,4 +35,4 @@ def demo_command(output: Path, workers: int | None, config_path: Path | None, ov
 
     config = load_config(DemoConfig, config_path, overrides=list(overrides))
     with logging_redirect_tqdm():
-        run_demo(output, workers=workers, config=config, echo=click.echo)
+        run_demo(output, workers=workers, config=config, echo=click.echo, progress=options.show_progress())

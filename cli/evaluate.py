@@ -49,7 +49,7 @@ __all__ = ["evaluate_command"]
 )
 @options.device()
 @options.config()
-@options.overwrite()
+@options.overwrite("Replace an existing evaluation folder at --output (swapped in whole once the new one is written).")
 @options.overrides()
 def evaluate_command(
     checkpoint: Path,
@@ -77,7 +77,9 @@ def evaluate_command(
     from histo_daen.jobs.evaluate import run_evaluation
 
     cfg = options.load_command_config(EvaluateConfig, config_path, overrides)
-    result = run_evaluation(checkpoint, data_root, output, cfg, device=device, overwrite=overwrite, progress=True)
+    result = run_evaluation(
+        checkpoint, data_root, output, cfg, device=device, overwrite=overwrite, progress=options.show_progress()
+    )
     record = result.record
     click.echo(
         f"{record['method']} on {record['dataset']['split']} ({result.n_images} patches, "

@@ -50,9 +50,15 @@ def export_group() -> None:
     help="Subtract the slide's bounds-x/-y corner, as QuPath crops such slides (MRXS) to their bounds.",
 )
 @options.config()
-@options.overwrite()
+@options.overwrite("Replace an existing GeoJSON file at --output.")
+@options.overrides()
 def geojson_command(
-    map_path: Path, output: Path | None, config_path: Path | None, overwrite: bool, **settings: Any
+    map_path: Path,
+    output: Path | None,
+    config_path: Path | None,
+    overwrite: bool,
+    overrides: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Vectorise MAP.zarr into QuPath GeoJSON (level-0 pixel coordinates; drag the file onto the slide in QuPath).
 
@@ -62,15 +68,18 @@ def geojson_command(
       histo-daen export geojson maps/slide/map.zarr -o slide_detections.geojson.gz --object-type detection
       histo-daen export geojson maps/slide/map.zarr -o coarse.geojson --simplify 2 --min-area 5000 --overwrite
     """
-    from histo_daen.errors import OutputExistsError
+    from histo_daen.atomic import check_output
     from histo_daen.export.geojson import geojson_options, write_geojson
     from histo_daen.export.zarr_map import read_tissue_map
 
-    cfg = options.load_command_config(SegmentConfig, config_path)
+    cfg = options.load_command_config(SegmentConfig, config_path, overrides)
     tissue_map = read_tissue_map(map_path)
-    target = output if output is not None else map_path.with_name("map.geojson")
-    if target.exists() and not overwrite:
-        raise OutputExistsError(target, "exists", "Pass --overwrite to replace it, or choose another file with -o.")
+    target = check_output(
+        output if output is not None else map_path.with_name("map.geojson"),
+        kind="file",
+        overwrite=overwrite,
+        inputs=(map_path,),
+    )
     chosen = geojson_options(cfg, tissue_map)
     write_geojson(tissue_map, target, options=chosen)
     click.echo(f"GeoJSON ({chosen.object_type}s, level-0 pixel coordinates) written to {target}")

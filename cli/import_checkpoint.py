@@ -38,9 +38,15 @@ __all__ = ["import_checkpoint_command"]
     help="What the model does to its [0, 1] input. auto: as the source trained (SEAM ImageNet mean/std, MLPS none).",
 )
 @options.config()
-@options.overwrite()
+@options.overwrite("Replace an existing checkpoint file at --output.")
+@options.overrides()
 def import_checkpoint_command(
-    source: Path, output: Path, config_path: Path | None, overwrite: bool, **settings: Any
+    source: Path,
+    output: Path,
+    config_path: Path | None,
+    overwrite: bool,
+    overrides: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Import SOURCE, a checkpoint of the SEAM or MLPS (WSSS-Tissue stage 1) code, as a histo-daen checkpoint.
 
@@ -56,7 +62,7 @@ def import_checkpoint_command(
     """
     from histo_daen.models.weights import import_reference_checkpoint  # lazy: keeps `histo-daen --help` instant
 
-    cfg = options.load_command_config(ImportConfig, config_path)
+    cfg = options.load_command_config(ImportConfig, config_path, overrides)
     result = import_reference_checkpoint(
         source,
         output,

@@ -33,6 +33,7 @@ __all__ = [
     "seed",
     "setting",
     "shard",
+    "show_progress",
     "slide_mpp",
     "split_inputs",
     "workers",
@@ -130,6 +131,14 @@ def load_command_config(cls: type[T], config_path: str | os.PathLike[str] | None
     return load_config(cls, config_path, overrides=list(overrides), flags=flags)
 
 
+def show_progress() -> bool:
+    """Whether the running command shows progress bars: yes, unless ``histo-daen -q/--quiet``.
+
+    Where they go (a live bar on a terminal, a line every few seconds in a log) is histo_daen.progress's business.
+    """
+    return not click.get_current_context().find_root().params.get("quiet", False)
+
+
 def split_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
     """Slides (files, folders, globs) and KEY=VALUE overrides; an existing file whose name has '=' is a slide.
 
@@ -169,14 +178,24 @@ def output(
 ) -> Callable[[F], F]:
     """``-o/--output``: the folder (or, with ``file_output``, the file) a command writes; required without a
     ``default`` or ``default_text`` (what happens when it is not given)."""
-    kind = click.Path(dir_okay=False, path_type=Path) if file_output else click.Path(file_okay=False, path_type=Path)
+    # No file_okay/dir_okay here: histo_daen.atomic.check_output, the one output check, says what is wrong.
+    kind = click.Path(path_type=Path)
     required = default is None and default_text is None
     shown: bool | str = default_text if default_text is not None else default is not None
-    return click.option("-o", "--output", required=required, type=kind, default=default, show_default=shown, help=help)
+    return click.option(
+        "-o",
+        "--output",
+        required=required,
+        type=kind,
+        metavar="FILE" if file_output else "FOLDER",
+        default=default,
+        show_default=shown,
+        help=help,
+    )
 
 
 def overwrite(
-    help: str = "Replace existing outputs. Without it, a rerun with equal settings resumes.",
+    help: str = "Replace outputs made with other settings. Without it, a rerun with equal settings resumes.",
 ) -> Callable[[F], F]:
     return click.option("--overwrite", is_flag=True, help=help)
 

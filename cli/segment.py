@@ -97,7 +97,7 @@ def segment_command(
             device=device,
             shard=shard,
             overwrite=overwrite,
-            progress=True,
+            progress=options.show_progress(),
             on_outcome=report_outcome,
         )
     n_failed = len(report.failed)

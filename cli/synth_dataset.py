@@ -20,7 +20,7 @@ __all__ = ["synth_dataset_command"]
     "--mpp", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Microns per pixel."
 )
 @options.seed("Same seed and options: identical files.", key=None)
-@options.overwrite()
+@options.overwrite("Replace an existing dataset folder at --output. Without it, an interrupted run resumes.")
 def synth_dataset_command(
     output: Path, n_train: int, n_val: int, n_test: int, patch_size: int, mpp: float, seed: int, overwrite: bool
 ) -> None:
@@ -46,6 +46,6 @@ def synth_dataset_command(
         patch_size=patch_size,
         mpp=mpp,
         overwrite=overwrite,
-        progress=True,
+        progress=options.show_progress(),
     )
     click.echo(f"{result.n_train} train, {result.n_val} val, {result.n_test} test patches: {result.root}")

@@ -49,7 +49,7 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--no-mpp", is_flag=True, help="Write no resolution metadata (to try --slide-mpp).")
 @click.option("--pen-marks", is_flag=True, help="Draw blue, green and black marker ink on the glass.")
 @click.option("--dust", is_flag=True, help="Scatter grey dust specks.")
-@options.overwrite("Replace an existing file.")
+@options.overwrite("Replace an existing slide file at --output.")
 def synth_slide_command(
     output: Path,
     size_text: str,
@@ -76,13 +76,10 @@ def synth_slide_command(
       histo-daen synth-slide -o no_mpp.tiff --no-mpp --pen-marks --dust
     """
     from histo_daen.data.synthetic_slide import SlideKind, write_synthetic_slide
-    from histo_daen.errors import OutputExistsError
 
     kind: SlideKind = "svs" if output.suffix.lower() == ".svs" else "tiff"
     if output.suffix.lower() not in (".svs", ".tif", ".tiff"):
         raise click.BadParameter(f"{output.name}: use a .svs, .tif or .tiff name", param_hint="--output")
-    if output.exists() and not overwrite:
-        raise OutputExistsError(output, "already exists", "Pass --overwrite to replace it.")
     size_wh = _size(size_text)
     if min(size_wh) >> (levels - 1) < 1:
         raise click.BadParameter(f"{levels} levels do not fit {size_text}", param_hint="--levels")
@@ -98,6 +95,7 @@ def synth_slide_command(
         write_mpp=not no_mpp,
         pen_marks=pen_marks,
         dust=dust,
+        overwrite=overwrite,
     )
     width, height = written.size_wh
     click.echo(

@@ -95,7 +95,7 @@ def tile_command(
             workers=workers,
             overwrite=overwrite,
             shard=shard,
-            progress=True,
+            progress=options.show_progress(),
             on_outcome=report_outcome,
         )
     tiled = len(report.succeeded)

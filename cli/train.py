@@ -67,7 +67,10 @@ def _backbone(value: str | None) -> str | None:
 @options.seed()
 @options.config()
 @click.option("--resume", is_flag=True, help="Continue the run in the output folder from its last.pt.")
-@options.overwrite()
+@options.overwrite(
+    "Start the run again: the run in --output (last.pt, config.yaml, metrics.jsonl) is deleted once the new one "
+    "has loaded its data and model. To continue it instead, pass --resume."
+)
 @options.overrides()
 def train_command(
     output: Path,
@@ -102,7 +105,9 @@ def train_command(
 
     cfg = options.load_command_config(TrainConfig, config_path, overrides)
     with logging_redirect_tqdm():
-        run = run_training(cfg, output, device=device, resume=resume, overwrite=overwrite, progress=True)
+        run = run_training(
+            cfg, output, device=device, resume=resume, overwrite=overwrite, progress=options.show_progress()
+        )
     if not run.reports:  # under torchrun, rank 0 prints the result
         return
     result = run.result

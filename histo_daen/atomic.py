@@ -1,4 +1,8 @@
-"""The only code that renames outputs into place: readers see the old file or the new one, never half of one."""
+"""The only code that renames outputs into place: readers see the old file or the new one, never half of one.
+
+It also holds the one check of every command's output (:func:`check_output`): the place can hold it and be written,
+and an existing output is replaced only when asked, all decided before any work starts.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,26 @@ import functools
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
-from histo_daen.errors import PathError
+from histo_daen.errors import OutputExistsError, PathError
 
 __all__ = [
+    "OutputKind",
     "atomic_dir",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_output",
+    "make_durable",
     "partial_dir_for",
     "prepare_output_folder",
 ]
+
+OutputKind = Literal["folder", "file"]
 
 
 _FSYNC_THREADS = 8  # concurrent fsyncs in make_durable
@@ -80,27 +89,74 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` (and its parents) and prove a file can be written in it, before any long work.
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    kind: OutputKind = "folder",
+    overwrite: bool | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
+    """The one check of a command's output, before any work; creates nothing.
 
-    The one check of an output folder: cohort jobs run it on their output before touching a slide.
+    Args:
+        path: the folder or file the command will write.
+        kind: whether ``path`` is to be a folder or a file.
+        overwrite: ``None``: the caller decides about an existing output itself (a cohort folder that resumes, a
+            training run); ``False``: an existing file, or a folder that is not empty, is refused; ``True``: it
+            will be replaced.
+        inputs: what the command reads; the output may neither be one of them nor hold one (``--overwrite`` would
+            delete it).
 
     Raises:
-        PathError: the path is a file, part of it is a file, or the folder cannot be written (with what to do).
+        PathError: ``path`` is a file where a folder is wanted (or the reverse), part of the way is a file, it is
+            or holds one of ``inputs``, or the place cannot be written (a probe file is created and removed where
+            the output will go).
+        OutputExistsError: the output exists and ``overwrite`` is False.
     """
-    target = Path(folder)
+    target = Path(path)
+    noun = "a folder" if kind == "folder" else "a file name"
+    resolved = target.resolve()
+    for source in inputs:
+        if Path(source).resolve().is_relative_to(resolved):
+            raise PathError(target, f"is, or holds, the input {source}", "Write the output somewhere else.")
+    if target.exists():
+        if kind == "folder" and not target.is_dir():
+            raise PathError(target, "is a file, not a folder", f"Choose {noun} for --output.")
+        if kind == "file" and target.is_dir():
+            raise PathError(target, "is a folder, not a file", f"Choose {noun} for --output.")
+        if overwrite is False and (kind == "file" or any(target.iterdir())):
+            what = "already exists" if kind == "file" else "exists and is not empty"
+            raise OutputExistsError(target, what, "Pass --overwrite to replace it, or choose another --output.")
+    place = target if kind == "folder" else target.parent
+    existing = place.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PathError(target, f"cannot be created: {existing} is a file", f"Choose {noun} elsewhere for --output.")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as err:
+        where = "" if existing == place.absolute() else f" (in {existing})"
+        raise PathError(
+            target, f"cannot be written{where}: {err.strerror}", "Choose another --output or fix its permissions."
+        ) from err
+    return target
+
+
+def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """:func:`check_output` a folder that may exist (a cohort resumes in it), then create it.
+
+    Raises:
+        PathError: as :func:`check_output`, or the folder cannot be created.
+    """
+    target = check_output(folder, kind="folder")
     try:
         target.mkdir(parents=True, exist_ok=True)
-        probe = target / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except FileExistsError:
-        raise PathError(target, "is a file, not a folder", "Choose a folder for --output.") from None
-    except NotADirectoryError:
-        raise PathError(target, "cannot be created: part of the path is a file", "Choose another --output.") from None
     except OSError as err:
         raise PathError(
-            target, f"cannot be written ({err.strerror})", "Choose another --output folder or fix its permissions."
+            target, f"cannot be created: {err.strerror}", "Choose another --output or fix its permissions."
         ) from err
     return target
 

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "histo_daen"
 
 # Lower rank = more basic. A module may import from its own rank's package or from lower ranks only.
 FOUNDATION = {
-    "errors", "classes", "atomic", "seeding", "config", "devices", "digest", "provenance", "resources", "torchrun"
+    "errors", "classes", "atomic", "seeding", "config", "devices", "digest", "progress", "provenance", "resources",
+    "torchrun",
 }  # fmt: skip
 RANKS: dict[str, int] = {name: 0 for name in FOUNDATION} | {
     "slide": 1,

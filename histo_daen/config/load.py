@@ -172,11 +172,11 @@ def config_from_mapping(cls: type[T], raw: Mapping[str, Any], source: str) -> T:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["train.lr=0.01", "model.variant=seam"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+    """``["optim.lr=0.01", "model.variant=seam"]`` -> nested dict; values are parsed as YAML scalars/lists."""
     nested: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=0.01")
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=0.01 or batch_size=8")
         dotted, _, text = item.partition("=")
         keys = [k.strip() for k in dotted.split(".")]
         if not all(keys):

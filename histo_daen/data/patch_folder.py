@@ -24,11 +24,11 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from histo_daen.classes import ClassSet
 from histo_daen.data.masks import read_mask
 from histo_daen.errors import DatasetError
+from histo_daen.progress import progress_bar
 
 __all__ = [
     "SPLITS",
@@ -327,7 +327,9 @@ def check_patch_folder(
         every = [r for split_records in records.values() for r in split_records]
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             checked = pool.map(lambda r: _check_files(r, layout), every)
-            for found in tqdm(checked, total=len(every), unit="file", desc="checking dataset", disable=not progress):
+            for found in progress_bar(
+                checked, total=len(every), unit="file", desc="checking dataset", enabled=progress
+            ):
                 problems += found
     if problems:
         raise DatasetError(

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from histo_daen import __version__
-from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text
+from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text, check_output
 from histo_daen.classes import LUAD
 from histo_daen.data.masks import write_mask
 from histo_daen.data.synthetic_tissue import (
@@ -39,7 +38,8 @@ from histo_daen.data.synthetic_tissue import (
     random_region_map,
     render_tissue,
 )
-from histo_daen.errors import ConfigError, OutputExistsError
+from histo_daen.errors import ConfigError
+from histo_daen.progress import progress_bar
 from histo_daen.resources import require_disk, require_memory, require_workers, usable_cores
 
 __all__ = ["SyntheticDataset", "SyntheticPatch", "synthetic_patch", "write_synthetic_luad"]
@@ -169,7 +169,8 @@ def write_synthetic_luad(
         progress: tqdm bar.
 
     Raises:
-        OutputExistsError: ``output_dir`` exists and ``overwrite`` is False.
+        OutputExistsError: ``output_dir`` exists, is not empty and ``overwrite`` is False.
+        PathError: ``output_dir`` cannot be written.
     """
     target = Path(output_dir)
     if min(n_train, n_val, n_test) < 0:
@@ -178,6 +179,7 @@ def write_synthetic_luad(
         raise ConfigError(f"patch_size must be in [32, 8192] pixels, got {patch_size}")
     if not (math.isfinite(mpp) and 0.01 <= mpp <= 1000):
         raise ConfigError(f"mpp must be a finite number of microns per pixel in [0.01, 1000], got {mpp}")
+    check_output(target, kind="folder", overwrite=overwrite)
     n_workers = usable_cores() if workers is None else workers
     require_workers(n_workers, setting="workers")
     pixels = patch_size * patch_size
@@ -191,13 +193,11 @@ def write_synthetic_luad(
         (n_train + n_val + n_test) * pixels * 3, target.parent, what="the dataset", hint="Write fewer patches."
     )
     if target.exists():
-        if not overwrite:
-            raise OutputExistsError(target, "already exists", "Pass --overwrite to replace it, or choose another -o.")
-        shutil.rmtree(target)
+        shutil.rmtree(target)  # an empty folder, or one check_output let --overwrite replace
     counts = {"train": n_train, "val": n_val, "test": n_test}
     total = sum(counts.values())
     style = style or TissueStyle()
-    with atomic_dir(target) as building, tqdm(total=total, unit="patch", disable=not progress) as bar:
+    with atomic_dir(target) as building, progress_bar(total=total, unit="patch", enabled=progress) as bar:
         jobs = []
         for split, count in counts.items():
             folders = _split_folders(building, split)

@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from histo_daen import __version__
-from histo_daen.atomic import atomic_write, atomic_write_text
+from histo_daen.atomic import atomic_write, atomic_write_text, check_output
 from histo_daen.classes import LUAD
 from histo_daen.data.synthetic_tissue import (
     ADIPOSE_INDEX,
@@ -539,6 +539,7 @@ def write_synthetic_slide(
     pigment: bool = False,
     ink: tuple[InkColour, ...] = (),
     bubble: bool = False,
+    overwrite: bool = True,
 ) -> SyntheticSlide:
     """Write a synthetic H&E whole-slide image and its ground truth.
 
@@ -567,9 +568,14 @@ def write_synthetic_slide(
         ink: marker colours (``"blue"``, ``"green"``, ``"black"``, ``"red"``); each draws a circle around part
             of a tissue piece and a stroke from the glass into it, 60-120 um wide.
         bubble: draw the edge of an air bubble across the border of a tissue piece.
+        overwrite: replace an existing file at ``path`` (False: refuse it).
 
     Returns:
         The paths and geometry written.
+
+    Raises:
+        ConfigError: invalid geometry or mpp; more memory or disk than this machine has (with the estimate).
+        PathError, OutputExistsError: ``path`` cannot be written, or exists and ``overwrite`` is False.
     """
     path = Path(path)
     width, height = (int(size_wh[0]), int(size_wh[1]))
@@ -587,6 +593,7 @@ def write_synthetic_slide(
         raise ConfigError(f"classes must be dataset indices 0-3, {GLASS_INDEX} (glass) or {ADIPOSE_INDEX} (fat)")
     if not all(math.isfinite(scale) and scale >= 0 for scale in stain_scale):
         raise ConfigError(f"stain_scale must be finite and non-negative, got {stain_scale}")
+    check_output(path, kind="file", overwrite=overwrite)
     _check_resources(path, (width, height), compression)
     rng = np.random.default_rng(seed)
     style = style or TissueStyle()
@@ -607,12 +614,7 @@ def write_synthetic_slide(
     sizes = _level_sizes((width, height), levels)
     margin = max(2, math.ceil(2.5 * style.blur_um / mpp) + 1)  # rows/columns rendered beyond a band for the blur
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PathError(
-            path.parent, f"cannot be created ({err.strerror})", "Choose another place for the slide."
-        ) from err
+    path.parent.mkdir(parents=True, exist_ok=True)  # check_output proved it can be
     lower_bytes = sum(w * h * 3 for w, h in sizes[1:])
     with contextlib.ExitStack() as stack:
         scratch = None

@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from tqdm.auto import tqdm
-
 from histo_daen.classes import LUAD, ClassSet
 from histo_daen.data.patch_folder import PatchRecord, Problem, Split, check_image_file, format_problems
 from histo_daen.errors import DatasetError
+from histo_daen.progress import progress_bar
 from histo_daen.tiling.manifest import MANIFEST_CSV, read_manifest, verify_tile_file
 
 __all__ = ["check_tiles", "confined_path", "find_manifests"]
@@ -181,7 +180,7 @@ def check_tiles(
     if open_files:
         with ThreadPoolExecutor(max_workers=8) as pool:
             checked = pool.map(lambda r: check_image_file(r.image)[1], records)
-            problems += [p for p in tqdm(checked, total=len(records), disable=not progress) if p is not None]
+            problems += [p for p in progress_bar(checked, total=len(records), enabled=progress) if p is not None]
     if problems:
         hints = []
         if n_manifest_problems or any(p.kind == "changed_tile" for p in problems):

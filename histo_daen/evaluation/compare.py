@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from histo_daen.atomic import check_output
 from histo_daen.classes import LUAD
 from histo_daen.errors import ConfigError
-from histo_daen.evaluation.folders import check_output_dir, replace_folder
+from histo_daen.evaluation.folders import replace_folder
 from histo_daen.evaluation.report import read_metrics
 
 __all__ = ["PUBLISHED_LUAD", "CompareResult", "MethodRow", "compare_evaluations", "rows_from_evaluations"]
@@ -377,7 +378,7 @@ def compare_evaluations(
         PathError, ConfigError: see :func:`rows_from_evaluations`.
     """
     measured, class_set_name = rows_from_evaluations(eval_dirs, allow_mixed=allow_mixed)
-    target = check_output_dir(output_dir, overwrite=overwrite)
+    target = check_output(output_dir, kind="folder", overwrite=overwrite, inputs=eval_dirs)
     codes = tuple(measured[0].iou)
     rows = measured
     if include_published and class_set_name == LUAD.name:

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from histo_daen import __version__
+from histo_daen.atomic import check_output
 from histo_daen.classes import ClassSet, class_set
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import DataConfig, EvaluateConfig, InferenceConfig
@@ -41,13 +41,14 @@ from histo_daen.data.masks import write_mask
 from histo_daen.data.patch_dataset import PatchDataset
 from histo_daen.data.registry import dataset_names, dataset_spec, load_splits
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError
-from histo_daen.evaluation.folders import check_output_dir, replace_folder
+from histo_daen.evaluation.folders import replace_folder
 from histo_daen.evaluation.metrics import PROTOCOL, Scores, confusion_matrix, scores
 from histo_daen.evaluation.pictures import save_confusion_matrix, save_example
 from histo_daen.evaluation.report import format_scores_table, write_metrics
 from histo_daen.inference.cams import cam_kind, compute_cams
 from histo_daen.inference.labels import cams_to_label_map
 from histo_daen.models.checkpoint import LoadedModel, load_model
+from histo_daen.progress import progress_bar
 from histo_daen.resources import require_workers
 
 __all__ = ["EvaluationResult", "evaluate", "evaluate_model"]
@@ -164,7 +165,7 @@ def evaluate_model(
     matrix = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
     labels_agree = 0
     label_counts = np.zeros(n_classes, dtype=np.int64)
-    with tqdm(total=len(dataset), unit="patch", desc="evaluating", disable=not progress) as bar:
+    with progress_bar(total=len(dataset), unit="patch", desc="evaluating", enabled=progress) as bar:
         for items in _batches(loader):
             for item in items:
                 item["path"] = records[item["index"]].image
@@ -259,7 +260,7 @@ def evaluate(
         DatasetError: the split is missing, empty, has images without masks, masks of the wrong size or values.
         ConfigError: the dataset's classes differ from the model's.
     """
-    target = check_output_dir(output_dir, overwrite=overwrite)
+    target = check_output(output_dir, kind="folder", overwrite=overwrite, inputs=(checkpoint, data_root))
     require_workers(cfg.workers, setting="workers")
     torch_device = torch.device(device)
     loaded = load_model(checkpoint, device=torch_device)

@@ -8,22 +8,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from histo_daen.atomic import atomic_dir, partial_dir_for
-from histo_daen.errors import OutputExistsError
+from histo_daen.atomic import atomic_dir, check_output, partial_dir_for
 
-__all__ = ["check_output_dir", "replace_folder"]
-
-
-def check_output_dir(target: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Refuse an existing output folder unless ``overwrite``; call before long work starts.
-
-    Raises:
-        OutputExistsError: ``target`` exists and ``overwrite`` is off.
-    """
-    path = Path(target)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path, "already exists", "Pass --overwrite to replace it, or choose another -o folder.")
-    return path
+__all__ = ["replace_folder"]
 
 
 @contextlib.contextmanager
@@ -33,7 +20,7 @@ def replace_folder(target: str | os.PathLike[str], *, overwrite: bool) -> Iterat
     The folder is built as ``.<name>.new.partial`` beside the target and removed if the block raises, so a failed
     run leaves the previous output (if any) untouched. These outputs are cheap to recompute, so nothing resumes.
     """
-    path = check_output_dir(target, overwrite=overwrite)
+    path = check_output(target, kind="folder", overwrite=overwrite)
     staged = path.parent / f".{path.name}.new"
     shutil.rmtree(partial_dir_for(staged), ignore_errors=True)
     shutil.rmtree(staged, ignore_errors=True)

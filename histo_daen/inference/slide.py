@@ -33,7 +33,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
 from histo_daen.devices import autocast_settings
@@ -42,8 +41,9 @@ from histo_daen.inference.cams import compute_cams
 from histo_daen.inference.labels import white_glass_mask
 from histo_daen.inference.stitching import BandStitcher, blend_window, map_values_from_scores
 from histo_daen.models.cam_net import CamNet
+from histo_daen.progress import progress_bar
 from histo_daen.slide import Slide, SlideSource
-from histo_daen.tiling import Tile, read_tile, tile_grid
+from histo_daen.tiling.grid import GridHints, Tile, read_tile, tile_grid
 
 __all__ = [
     "CamPredictor",
@@ -221,11 +221,11 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
     stride_model = tile_size - config.overlap
     if tile_size % config.map_stride or config.overlap % config.map_stride:
         raise ConfigError(
-            f"segment.map_stride={config.map_stride} must divide the model's tile size ({tile_size}) and "
-            f"segment.overlap ({config.overlap}), so tiles land on whole map pixels"
+            f"map_stride={config.map_stride} must divide the model's tile size ({tile_size}) and overlap "
+            f"({config.overlap}), so tiles land on whole map pixels"
         )
     if stride_model <= 0:
-        raise ConfigError(f"segment.overlap={config.overlap} must be smaller than the model's tile size {tile_size}")
+        raise ConfigError(f"overlap={config.overlap} must be smaller than the model's tile size {tile_size}")
     mpp0 = slide.require_mpp()
     grid = tile_grid(
         slide,
@@ -234,12 +234,18 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         overlap=config.overlap,
         min_tissue=config.min_tissue,
         tissue_mpp=config.tissue_mpp,
+        hints=GridHints(
+            too_small=f"The model reads {tile_size}-px tiles at {model_mpp:g} um/px: check --slide-mpp.",
+            too_many=f"The model reads {tile_size}-px tiles at {model_mpp:g} um/px: check --slide-mpp, or lower "
+            "overlap.",
+        ),
     )
     if not grid.tiles:
         raise NoTissueError(
             slide.path,
             f"no tile of {tile_size} px at {model_mpp:g} um/px holds {config.min_tissue:.0%} tissue",
-            "Check that the slide shows stained tissue, or lower segment.min_tissue.",
+            "Check that the slide shows stained tissue, or lower min_tissue "
+            f"(e.g. min_tissue={config.min_tissue / 2:g}).",
         )
     map_downsample = model_mpp * config.map_stride / mpp0
     width0, height0 = slide.dimensions
@@ -411,8 +417,8 @@ def segment_slide(
         return count
 
     reader = _TileReader(plan, workers)
-    bar = tqdm(
-        total=len(plan.tiles), initial=start, unit="tile", disable=not progress, desc=plan.source.path.name, leave=False
+    bar = progress_bar(
+        total=len(plan.tiles), initial=start, unit="tile", enabled=progress, desc=plan.source.path.name, leave=False
     )
     try:
         for batch, images in zip(batches, reader.batches(batches), strict=True):

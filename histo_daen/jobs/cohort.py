@@ -12,8 +12,10 @@ Every rule a cohort job follows is made here, once:
   every shard agrees on them.
 - **Shards**: ``--shard K/N`` (Slurm arrays, several machines) or, under torchrun, ``RANK/WORLD_SIZE``; round robin
   over the sorted slides, with no coordinator: each process writes only its own slides' folders.
-- **Failure isolation**: a slide whose job raises a :class:`~histo_daen.errors.HistoDaenError` becomes a failed
-  :class:`SlideOutcome` (message naming the slide) and the others go on.
+- **Failure isolation**: whatever one slide's job raises becomes a failed :class:`SlideOutcome` (message naming
+  the slide) and the others go on: a :class:`~histo_daen.errors.HistoDaenError` in its own words, anything else
+  (a bug, memory running out) as "unexpected", its traceback in the log at debug level (``-vv``). Only an
+  interruption (Ctrl-C, SIGTERM) stops the cohort.
 - **Progress**: ``on_outcome`` is called with each slide's outcome as soon as it is known; ``progress`` shows a
   bar over the slides.
 
@@ -30,10 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
-from tqdm.auto import tqdm
-
 from histo_daen.atomic import prepare_output_folder
 from histo_daen.errors import ConfigError, HistoDaenError, SlideError
+from histo_daen.progress import progress_bar
 from histo_daen.slide.discovery import find_slides
 from histo_daen.torchrun import ProcessPlace, process_place
 
@@ -191,7 +192,14 @@ class CohortReport(Generic[R]):
         return [outcome for outcome in self.outcomes if outcome.status != "failed"]
 
 
-def _failure(slide: Path, folder: Path | None, err: HistoDaenError) -> SlideOutcome[R]:
+def _failure(slide: Path, folder: Path | None, err: Exception) -> SlideOutcome[R]:
+    if not isinstance(err, HistoDaenError):
+        logger.debug("unexpected error on %s", slide, exc_info=err)
+        first_line = str(err).splitlines()[0] if str(err) else "no message"
+        err = HistoDaenError(
+            f"{slide}: unexpected {type(err).__name__} ({first_line}); the other slides went on. This is a bug in "
+            "histo-daen: please report it with the traceback that -vv prints"
+        )
     message = str(err)
     if slide.name not in message:  # e.g. a config error: say which slide it stopped
         message = f"{slide}: {message}"
@@ -250,7 +258,7 @@ def run_cohort(
         for problem in found.problems:
             note(_failure(problem.path, None, problem))
     slides = shard_items(found.slides, chosen)
-    bar = tqdm(slides, unit="slide", desc="slides", disable=not progress or len(slides) < 2)
+    bar = progress_bar(slides, unit="slide", desc="slides", enabled=progress and len(slides) >= 2)
     for number, slide in enumerate(bar, start=1):
         if slide in clashes:
             note(_failure(slide, None, clashes[slide]))
@@ -258,7 +266,7 @@ def run_cohort(
         task = SlideTask(slide, root / names[slide], number, len(slides))
         try:
             status, result = work(task)
-        except HistoDaenError as err:
+        except Exception as err:  # one slide never stops the others (KeyboardInterrupt is no Exception)
             outcome: SlideOutcome[R] = _failure(slide, task.folder, err)
             if on_failure is not None:
                 on_failure(task, outcome.error or "")

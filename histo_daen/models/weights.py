@@ -65,11 +65,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from histo_daen.atomic import check_output
 from histo_daen.classes import class_set, class_set_names
 from histo_daen.config.load import config_from_mapping
 from histo_daen.config.schema import ModelConfig
 from histo_daen.digest import file_sha256
-from histo_daen.errors import ConfigError, OutputExistsError, WeightsError
+from histo_daen.errors import ConfigError, WeightsError
 from histo_daen.models.cam_net import IMAGENET_MEAN, IMAGENET_STD, CamNet
 from histo_daen.models.checkpoint import checkpoint_state, save_checkpoint, strip_wrapper_prefixes
 from histo_daen.models.mxnet_params import is_mxnet_params, read_mxnet_params
@@ -301,9 +302,6 @@ def read_weights_file(path: str | os.PathLike[str]) -> WeightsFile:
     tensors = _unwrap_state_dict(source, loaded)
     kind, family = _classify(source, tensors)
     if _is_histo_daen_checkpoint(loaded):
-        logger.info(
-            "%s: taking the backbone of a histo-daen %s checkpoint", source, loaded["model_config"].get("variant")
-        )
         return WeightsFile(source, "histo-daen", tensors, family, meta=_histo_daen_meta(loaded))
     return WeightsFile(source, kind, tensors, family, meta=_KIND_META[kind])
 
@@ -412,7 +410,10 @@ def load_pretrained(model: CamNet, path: str | os.PathLike[str], *, strict: bool
     """
     if isinstance(model.backbone, TimmBackbone):
         return _load_timm(model, model.backbone, Path(path), strict=strict)
-    return _load_into(model, read_weights_file(path), strict=strict)
+    weights = read_weights_file(path)
+    if weights.kind == "histo-daen":
+        logger.info("%s: taking the backbone of a histo-daen checkpoint", weights.path)
+    return _load_into(model, weights, strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -761,11 +762,17 @@ def import_reference_checkpoint(
         )
     if variant not in ("auto", "seam", "cam"):
         raise ConfigError(f"variant: {variant!r} cannot be imported; valid: auto, seam, cam")
-    target = Path(output)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(target, "already exists", "Pass --overwrite (overwrite=True) to replace it.")
+    target = check_output(output, kind="file", overwrite=overwrite, inputs=(source,))
     weights = read_weights_file(source)
     path = weights.path
+    if weights.kind == "histo-daen":
+        classes_text = ", ".join(weights.meta.classes) if weights.meta.classes else "its classes"
+        raise WeightsError(
+            path,
+            f"is already a histo-daen checkpoint ({classes_text}): there is nothing to import",
+            "Pass it wherever a --checkpoint is taken (evaluate, segment); import-checkpoint converts SEAM and MLPS "
+            "stage-1 checkpoints.",
+        )
     if weights.kind not in ("seam", "mlps"):
         raise WeightsError(
             path,

@@ -32,13 +32,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from histo_daen import __version__
 from histo_daen.atomic import make_durable, partial_dir_for, prepare_output_folder
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
 from histo_daen.errors import NoTissueError, OutputExistsError
+from histo_daen.progress import progress_bar
 from histo_daen.provenance import differences, require_same
 from histo_daen.resources import require_disk
 from histo_daen.slide import Slide, open_slide
@@ -324,12 +323,12 @@ def _write_tiles(
         return
     tiles = [grid.tiles[index] for index in todo]
     position = {tile: index for index, tile in zip(todo, tiles, strict=True)}
-    bar = tqdm(
+    bar = progress_bar(
         total=len(grid.tiles),
         initial=len(grid.tiles) - len(todo),
         unit="tile",
         desc=progress_label or slide.path.name,
-        disable=not progress,
+        enabled=progress,
         leave=False,
         dynamic_ncols=True,
     )

@@ -28,6 +28,7 @@ from histo_daen.slide.resolution import level_box_for_level0_box
 __all__ = [
     "GRID_CELL_BYTES",
     "THUMBNAIL_PIXEL_BYTES",
+    "GridHints",
     "SlideTissue",
     "Tile",
     "TileGrid",
@@ -213,6 +214,19 @@ def tissue_fractions(
     return np.clip(covered / np.maximum(area, 1e-12), 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class GridHints:
+    """The advice of :func:`tile_grid`'s two refusals, in the words of the command that asked for the grid.
+
+    Attributes:
+        too_small: the slide is smaller than one tile.
+        too_many: the grid has more positions than memory holds.
+    """
+
+    too_small: str = "Lower --tile-size or --target-mpp, or check --slide-mpp."
+    too_many: str = "Raise --target-mpp or --tile-size (or check --slide-mpp)."
+
+
 def tile_grid(
     slide: Slide,
     *,
@@ -222,6 +236,7 @@ def tile_grid(
     min_tissue: float = 0.5,
     tissue_mpp: float = 8.0,
     use_pyramid: bool = True,
+    hints: GridHints | None = None,
 ) -> TileGrid:
     """Find the tissue on a slide and lay a grid of tiles at ``target_mpp`` over it.
 
@@ -234,6 +249,8 @@ def tile_grid(
         tissue_mpp: microns per pixel of the thumbnail the tissue mask is computed on.
         use_pyramid: read tiles from the coarsest pyramid level fine enough (fast); False reads level 0 and
             shrinks it (slower; avoids the scanner's own downsampling and re-compression of lower levels).
+        hints: what the caller's user can change when the slide is smaller than a tile or the grid too big
+            (default: the ``tile`` command's options).
 
     Returns:
         The grid (possibly with no tiles: callers decide whether that is an error).
@@ -258,7 +275,7 @@ def tile_grid(
             slide.path,
             f"is {width0}x{height0} px ({width0 * slide_mpp:.0f}x{height0 * slide_mpp:.0f} um), smaller than one "
             f"{tile_size}-px tile at {target_mpp:g} um/px ({tile_level0:.0f} px at level 0)",
-            "Lower --tile-size or --target-mpp, or check --slide-mpp.",
+            (hints or GridHints()).too_small,
         )
     stride_level0 = (tile_size - overlap) * downsample
     n_cols = math.ceil((width0 - tile_level0) / stride_level0 - 1e-9) + 1
@@ -268,7 +285,7 @@ def tile_grid(
         n_cols * n_rows * GRID_CELL_BYTES,
         what=f"{slide.path.name}: the grid of {n_cols} x {n_rows} = {n_cols * n_rows:,} tile positions "
         f"({tile_size}-px tiles at {target_mpp:g} um/px on a {width0}x{height0} slide at {slide_mpp:g} um/px)",
-        hint="Raise --target-mpp or --tile-size (or check --slide-mpp).",
+        hint=(hints or GridHints()).too_many,
     )
     tissue_downsample = max(1.0, tissue_mpp / slide_mpp)
     require_memory(

@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from histo_daen.atomic import atomic_write_text
+from histo_daen.atomic import atomic_write_text, check_output
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import TrainConfig
 from histo_daen.data.patch_dataset import PatchDataset
@@ -50,6 +49,7 @@ from histo_daen.errors import (
 from histo_daen.models.cam_net import CamNet
 from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
 from histo_daen.models.registry import build_model
+from histo_daen.progress import progress_bar
 from histo_daen.provenance import require_same
 from histo_daen.resources import require_workers
 from histo_daen.seeding import get_rng_state, seed_everything, set_rng_state
@@ -205,30 +205,24 @@ def _check_config(cfg: TrainConfig, ctx: DistributedContext) -> int:
     return optim.batch_size // split
 
 
-def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx: DistributedContext) -> Path | None:
-    """Decide fresh / resume / refuse (every rank alike); rank 0 clears the folder on overwrite.
+def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool) -> tuple[Path | None, tuple[str, ...]]:
+    """Decide fresh / resume / refuse (every rank alike), deleting nothing yet.
 
     Returns:
-        The checkpoint to resume from, or None.
+        The checkpoint to resume from (or None), and the files of an earlier run to remove once this run has its
+        data and model and is about to write (so a run that fails to start loses nothing).
     """
+    check_output(output_dir, kind="folder")
     checkpoint = output_dir / CHECKPOINT_NAME
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; pass one")
     if overwrite:
-        if ctx.is_main:
-            for name in _RUN_FILES:
-                (output_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
-        barrier(ctx)
-        return None
+        return None, (*_RUN_FILES, "tensorboard")
     if resume and checkpoint.exists():
-        return checkpoint
+        return checkpoint, ()
     if resume:
         logger.warning("%s: no %s to resume from; starting a new run", output_dir, CHECKPOINT_NAME)
-        if ctx.is_main:
-            (output_dir / METRICS_NAME).unlink(missing_ok=True)
-        barrier(ctx)
-        return None
+        return None, (METRICS_NAME,)
     if output_dir.exists() and any(output_dir.iterdir()):
         what = "holds a training run" if any((output_dir / n).exists() for n in _RUN_FILES) else "is not empty"
         raise OutputExistsError(
@@ -236,7 +230,7 @@ def _prepare_run_folder(output_dir: Path, *, resume: bool, overwrite: bool, ctx:
             what,
             "Pass --resume to continue it, --overwrite to start again, or choose another -o folder.",
         )
-    return None
+    return None, ()
 
 
 def _load_pretrained(model: CamNet, cfg: TrainConfig, ctx: DistributedContext) -> None:
@@ -276,8 +270,12 @@ def _restore(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     max_steps: int,
     ctx: DistributedContext,
-) -> tuple[int, dict[str, float]]:
-    """Load ``last.pt`` into the run's objects after checking its config; returns its step and last losses."""
+) -> tuple[int, dict[str, float], LogWindow]:
+    """Load ``last.pt`` into the run's objects after checking its config.
+
+    Returns:
+        Its step, its last logged losses, and this rank's log window (the loss terms since that log line).
+    """
     state = read_checkpoint(path, expected_model=cfg.model)
     require_same(
         state.get("config", {}),
@@ -326,7 +324,13 @@ def _restore(
         logger.info("resuming %s at step %d (epoch %d)", path.parent, step, int(state["epoch"]))
     stored_losses = state.get("metrics")
     losses = {str(k): float(v) for k, v in stored_losses.items()} if isinstance(stored_losses, dict) else {}
-    return step, losses
+    windows = state.get("metrics_windows")
+    # Another process count splits the batch otherwise: its windows do not carry over (that line then differs).
+    if isinstance(windows, list) and len(windows) == ctx.world_size:
+        window = LogWindow.from_plain(windows[ctx.rank])
+    else:
+        window = LogWindow()
+    return step, losses, window
 
 
 def _save(
@@ -340,12 +344,14 @@ def _save(
     epoch: int,
     max_steps: int,
     losses: Mapping[str, float],
+    window: LogWindow,
     ctx: DistributedContext,
 ) -> None:
     # Collective: every rank takes part. States travel as torch.save bytes: all_gather_object cannot carry tensors.
     buffer = io.BytesIO()
     torch.save(get_rng_state(), buffer)
     gathered = all_gather_objects(buffer.getvalue(), ctx)
+    windows = all_gather_objects(window.losses_as_plain(), ctx)
     if not ctx.is_main:
         return
     rng_states = [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
@@ -360,6 +366,7 @@ def _save(
         world_size=ctx.world_size,
         max_steps=max_steps,
         metrics={key: float(value) for key, value in losses.items()},
+        metrics_windows=windows,
     )
     save_checkpoint(path, state)
 
@@ -405,7 +412,7 @@ def _train(
 ) -> TrainResult:
     micro_batch = _check_config(cfg, ctx)
     require_workers(cfg.data.workers, setting="data.workers (--workers)")
-    resume_from = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite, ctx=ctx)
+    resume_from, replaced = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite)
     records = load_splits(cfg.data, ("train",), progress=progress and ctx.is_main)["train"]
     optim = cfg.optim
     steps_per_epoch = len(records) // optim.batch_size
@@ -439,12 +446,18 @@ def _train(
             )
         optimizer = build_optimizer(model.parameter_groups(), optim)
         schedule = build_schedule(optimizer, max_steps=max_steps, power=optim.poly_power)
-        start_step, stored_losses = 0, dict[str, float]()
+        start_step, stored_losses, stored_window = 0, dict[str, float](), LogWindow()
         if resume_from is not None:
-            start_step, stored_losses = _restore(
+            start_step, stored_losses, stored_window = _restore(
                 resume_from, cfg, model=model, optimizer=optimizer, schedule=schedule, max_steps=max_steps, ctx=ctx
             )
         if ctx.is_main:
+            for name in replaced:  # the earlier run goes only now that this one has started (the barrier waits)
+                stale = output_dir / name
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
             output_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, output_dir / CONFIG_NAME)
         metrics = MetricsLog(output_dir / METRICS_NAME, enabled=ctx.is_main)
@@ -468,6 +481,7 @@ def _train(
             dataset=dataset,
             plan=plan,
             start_losses=stored_losses,
+            start_window=stored_window,
             output_dir=output_dir,
             metrics=metrics,
             progress=progress,
@@ -597,10 +611,16 @@ class TrainingStep:
 
 @dataclass
 class LogWindow:
-    """Steps since the last ``metrics.jsonl`` line: their summed loss terms and times."""
+    """Steps since the last ``metrics.jsonl`` line: their summed loss terms and times (one rank's).
+
+    The loss part is kept in ``last.pt`` (``metrics_windows``, one per rank): a run resumed between two log lines
+    then writes the next line from the same steps as an uninterrupted run, so ``metrics.jsonl`` comes out the same
+    (timings apart: ``timed_steps``, ``seconds`` and ``data_seconds`` count this process's steps only).
+    """
 
     terms: dict[str, float] = field(default_factory=dict)
     steps: int = 0
+    timed_steps: int = 0
     seconds: float = 0.0
     data_seconds: float = 0.0
 
@@ -608,11 +628,23 @@ class LogWindow:
         for key, value in step.terms.items():
             self.terms[key] = self.terms.get(key, 0.0) + value
         self.steps += 1
+        self.timed_steps += 1
         self.seconds += step.seconds
         self.data_seconds += step.data_seconds
 
     def mean_terms(self) -> dict[str, float]:
         return {key: value / self.steps for key, value in self.terms.items()}
+
+    def losses_as_plain(self) -> dict[str, Any]:
+        """What ``last.pt`` keeps of the window: the summed terms and their step count."""
+        return {"steps": self.steps, "terms": dict(self.terms)}
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> LogWindow:
+        """From :meth:`losses_as_plain`'s dict; anything else (an older checkpoint) is an empty window."""
+        if not isinstance(plain, Mapping) or not isinstance(plain.get("terms"), Mapping):
+            return cls()
+        return cls({str(k): float(v) for k, v in plain["terms"].items()}, int(plain.get("steps", 0)))
 
 
 @dataclass(frozen=True)
@@ -633,6 +665,7 @@ def _run_steps(
     dataset: PatchDataset,
     plan: StepPlan,
     start_losses: dict[str, float],
+    start_window: LogWindow,
     output_dir: Path,
     metrics: MetricsLog,
     progress: bool,
@@ -641,10 +674,12 @@ def _run_steps(
     checkpoint_path = output_dir / CHECKPOINT_NAME
     step, losses = plan.start_step, dict(start_losses)
     saved_step = plan.start_step if plan.start_step > 0 else None  # the step last.pt holds
-    window = LogWindow()
+    window = start_window  # restored on resume: the next log line averages the same steps as without the stop
     warned_collapse = False
     total_images, total_seconds = 0, 0.0
-    bar = tqdm(total=plan.max_steps, initial=step, unit="step", desc="training", disable=not (progress and ctx.is_main))
+    bar = progress_bar(
+        total=plan.max_steps, initial=step, unit="step", desc="training", enabled=progress and ctx.is_main
+    )
     with bar:
         while step < plan.max_steps:
             epoch = step // plan.steps_per_epoch
@@ -681,6 +716,7 @@ def _run_steps(
                         epoch=step // plan.steps_per_epoch,
                         max_steps=plan.max_steps,
                         losses=losses,
+                        window=window,
                         ctx=ctx,
                     )
                     saved_step = step
@@ -723,7 +759,7 @@ def _log_window(
 ) -> dict[str, float]:
     """One ``metrics.jsonl`` line for the steps of ``window`` (loss terms averaged over ranks); returns the terms."""
     averaged = mean_over_ranks(window.mean_terms(), ctx)
-    images_per_second = cfg.optim.batch_size * window.steps / max(window.seconds, 1e-9)
+    images_per_second = cfg.optim.batch_size * window.timed_steps / max(window.seconds, 1e-9)
     metrics.append(
         {
             "step": step,

@@ -100,3 +100,73 @@ def _leftovers(folder: Path) -> list[Path]:
 def leftovers() -> Callable[[Path], list[Path]]:
     """``leftovers(folder)``: half-written things under it (atomic-write temporaries, scratch, ``.partial``)."""
     return _leftovers
+
+
+UNWRITABLE = Path("/sys/histo-daen-test")  # sysfs refuses new files even to root (chmod would not stop root)
+
+
+@dataclass(frozen=True)
+class BadOutput:
+    """An output a command cannot use, and the words its one ``Error:`` line must hold."""
+
+    path: Path
+    words: str
+
+
+@pytest.fixture
+def bad_output(tmp_path: Path) -> Callable[[str, str], BadOutput]:
+    """``bad_output(case, name)``: an output path ``name`` placed so that it cannot be used.
+
+    Cases: ``under_a_file`` (part of the way is a regular file), ``unwritable`` (a place no one may write),
+    ``a_file`` (a folder output that is a file), ``a_folder`` (a file output that is a folder), ``not_empty`` (a
+    folder with something in it), ``exists`` (a file that is there already).
+    """
+
+    def make(case: str, name: str) -> BadOutput:
+        if case == "under_a_file":
+            (tmp_path / "file").write_text("a regular file")
+            return BadOutput(tmp_path / "file" / name, f"cannot be created: {tmp_path / 'file'} is a file")
+        if case == "unwritable":
+            if not Path("/sys").is_dir() or _writable("/sys"):
+                pytest.skip("no unwritable place on this machine (/sys accepts files)")
+            return BadOutput(UNWRITABLE / name, "cannot be written (in /sys): ")
+        if case == "a_file":
+            (tmp_path / name).write_text("a regular file")
+            return BadOutput(tmp_path / name, f"{tmp_path / name}: is a file, not a folder")
+        if case == "a_folder":
+            (tmp_path / name).mkdir()
+            return BadOutput(tmp_path / name, f"{tmp_path / name}: is a folder, not a file")
+        if case == "not_empty":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "notes.txt").write_text("mine")
+            return BadOutput(tmp_path / name, f"{tmp_path / name}: exists and is not empty. Pass --overwrite")
+        if case == "exists":
+            (tmp_path / name).write_text("mine")
+            return BadOutput(tmp_path / name, f"{tmp_path / name}: already exists. Pass --overwrite")
+        raise ValueError(case)
+
+    return make
+
+
+def _writable(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, ".histo-daen-probe"), "w"):
+            pass
+    except OSError:
+        return False
+    os.unlink(os.path.join(folder, ".histo-daen-probe"))
+    return True
+
+
+@pytest.fixture
+def disk_state() -> Callable[[Path], dict[str, bytes | None]]:
+    """``disk_state(folder)``: every path under ``folder`` with its bytes (None for folders), to compare a before
+    and an after: a refused command changes nothing."""
+
+    def state(folder: Path) -> dict[str, bytes | None]:
+        return {
+            str(path.relative_to(folder)): None if path.is_dir() else path.read_bytes()
+            for path in sorted(folder.rglob("*"))
+        }
+
+    return state

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from histo_daen.evaluation.metrics import confusion_matrix, scores
 from histo_daen.evaluation.report import write_metrics
@@ -66,6 +67,34 @@ def test_allow_mixed_shows_dataset_and_split_on_every_row_and_says_they_do_not_r
     with open(tmp_path / "compare" / "comparison.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["dataset"], row["split"]) for row in rows[:2]] == [("luad", "val"), ("luad", "test")]
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file", "not_empty"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    evaluation = _evaluation(tmp_path / "eval" / "daen", dataset="luad", split="test")
+    bad = bad_output(case, "compare")
+    before = disk_state(tmp_path)
+    outcome = invoke("compare", evaluation, "-o", bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
+def test_an_output_that_is_one_of_the_evaluations_is_refused_even_with_overwrite(
+    invoke: Callable[..., Any], tmp_path: Path
+) -> None:
+    evaluation = _evaluation(tmp_path / "eval" / "daen", dataset="luad", split="test")
+    outcome = invoke("compare", evaluation, "-o", evaluation, "--overwrite")
+    assert outcome.code == 1
+    assert (
+        outcome.error == f"Error: {evaluation}: is, or holds, the input {evaluation}. Write the output somewhere else."
+    )
+    assert (evaluation / "metrics.json").is_file()
 
 
 def test_evaluations_of_different_datasets_are_refused(invoke: Callable[..., Any], tmp_path: Path) -> None:

@@ -94,6 +94,36 @@ def test_numbers_that_are_not_finite_or_absurd_are_refused(
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file", "not_empty"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    segment_checkpoint: Path,
+    dataset: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "eval")
+    before = disk_state(tmp_path)
+    outcome = invoke("evaluate", "--checkpoint", segment_checkpoint, "--data-root", dataset, "-o", bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
+def test_an_output_that_holds_the_dataset_is_refused_even_with_overwrite(
+    invoke: Callable[..., Any], segment_checkpoint: Path, dataset: Path
+) -> None:
+    outcome = invoke(
+        "evaluate", "--checkpoint", segment_checkpoint, "--data-root", dataset, "-o", dataset.parent, "--overwrite"
+    )
+    assert outcome.code == 1
+    assert (
+        outcome.error == f"Error: {dataset.parent}: is, or holds, the input {dataset}. Write the output somewhere else."
+    )
+    assert (dataset / "test").is_dir()
+
+
 def test_more_loader_workers_than_the_machine_can_run_are_refused(
     invoke: Callable[..., Any], segment_checkpoint: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -103,4 +133,20 @@ def test_more_loader_workers_than_the_machine_can_run_are_refused(
     )  # fmt: skip
     assert outcome.code == 1
     assert outcome.error.startswith("Error: workers: 100000 worker processes are more than this machine can run (")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_pickle_that_safe_loading_refuses_is_named_by_the_refused_object(
+    invoke: Callable[..., Any], dataset: Path, tmp_path: Path
+) -> None:
+    import argparse
+
+    checkpoint = tmp_path / "argparse.pt"
+    torch.save({"args": argparse.Namespace(lr=0.1), "state_dict": {"w": torch.zeros(2)}}, checkpoint)
+    outcome = invoke("evaluate", "--checkpoint", checkpoint, "--data-root", dataset, "-o", tmp_path / "eval")
+    assert outcome.code == 1
+    assert outcome.error.startswith(
+        f"Error: {checkpoint}: holds Python objects (argparse.Namespace) that safe loading (torch.load with "
+        "weights_only=True) refuses."
+    )
     assert not (tmp_path / "eval").exists()

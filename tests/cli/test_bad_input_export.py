@@ -95,3 +95,19 @@ def test_a_map_with_a_corrupt_chunk_is_an_error_naming_the_map(
     assert outcome.error.startswith(f"Error: {damaged}: is damaged: a chunk cannot be decoded (Zstd decompression")
     assert outcome.error.endswith(f"). {DAMAGED_HINT}")
     assert not target.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_folder", "exists"])
+def test_an_output_file_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    finished_map: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "map.geojson")
+    before = disk_state(tmp_path)
+    outcome = invoke("export", "geojson", finished_map, "-o", bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before

@@ -6,6 +6,7 @@ line the user sees, the exit code, and what is on disk afterwards.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,23 @@ def test_numbers_that_are_not_finite_or_absurd_are_refused_before_any_slide(
     assert not (tmp_path / "maps").exists()
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    segment_checkpoint: Path,
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "maps")
+    before = disk_state(tmp_path)
+    outcome = invoke("segment", tiny_slide.path, "--checkpoint", segment_checkpoint, "-o", bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
 def test_a_nan_slide_resolution_is_refused(
     invoke: Callable[..., Any], segment_checkpoint: Path, tiny_slide: SyntheticSlide, tmp_path: Path
 ) -> None:
@@ -89,3 +107,47 @@ def test_more_reader_threads_than_the_machine_can_run_are_refused(
         "Error: --workers (workers): 100000 worker threads are more than this machine can run ("
     )
     assert not (tmp_path / "maps").exists()
+
+
+def test_a_slide_that_raises_anything_fails_alone_and_a_rerun_retries_it(
+    invoke: Callable[..., Any],
+    segment_checkpoint: Path,
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in one slide's last step (after its map is finished, before its summary): the others finish."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("a.svs", "b.svs"):
+        shutil.copy(tiny_slide.path, slides / name)
+    from histo_daen.jobs import segment as segment_job
+
+    real_overview = segment_job.write_overview
+
+    def broken_for_b(thumbnail: Any, tissue_map: Any, path: Path, **kwargs: Any) -> Path:
+        if path.parent.name == "b":
+            raise ValueError("Out of range float values are not JSON compliant")
+        return real_overview(thumbnail, tissue_map, path, **kwargs)
+
+    monkeypatch.setattr(segment_job, "write_overview", broken_for_b)
+    args = ("segment", slides, "--checkpoint", segment_checkpoint, "-o", tmp_path / "maps", "--workers", "0")
+    outcome = invoke(*args)
+    assert outcome.code == 3
+    assert outcome.error == (
+        f"Error: {slides / 'b.svs'}: unexpected ValueError (Out of range float values are not JSON compliant); the "
+        "other slides went on. This is a bug in histo-daen: please report it with the traceback that -vv prints"
+    )
+    assert (tmp_path / "maps" / "a" / "summary.json").is_file()
+    assert (tmp_path / "maps" / "b" / "failed.json").is_file() and not (
+        tmp_path / "maps" / "b" / "summary.json"
+    ).exists()
+    assert "2 slide(s): 1 ok, 1 failed." in outcome.stdout
+
+    monkeypatch.setattr(segment_job, "write_overview", real_overview)
+    rerun = invoke(*args)
+    assert rerun.code == 0, rerun.stderr
+    assert "a.svs: already done" in rerun.stdout and "b.svs: done" in rerun.stdout
+    assert (tmp_path / "maps" / "b" / "summary.json").is_file() and not (
+        tmp_path / "maps" / "b" / "failed.json"
+    ).exists()

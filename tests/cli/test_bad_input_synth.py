@@ -68,3 +68,33 @@ def test_synth_dataset_patches_too_big_for_memory_are_refused_with_the_estimate(
     assert outcome.error.startswith("Error: drawing 8192x8192-px patches in ")
     assert "needs about " in outcome.error and outcome.error.endswith("Choose a smaller --patch-size.")
     assert not (tmp_path / "data").exists() and not (tmp_path / "data.partial").exists()
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_folder", "exists"])
+def test_synth_slide_output_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "slide.svs")
+    before = disk_state(tmp_path)
+    outcome = invoke("synth-slide", "-o", bad.path, "--size", "512x512", "--levels", "2")
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file", "not_empty"])
+def test_synth_dataset_output_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "data")
+    before = disk_state(tmp_path)
+    outcome = invoke("synth-dataset", "-o", bad.path, "--n-train", "2", "--patch-size", "32")
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before

@@ -69,6 +69,22 @@ def test_more_workers_than_the_machine_can_run_are_refused_before_any_starts(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "tiles")
+    before = disk_state(tmp_path)
+    outcome = invoke("tile", tiny_slide.path, "-o", bad.path, *FAST)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
 def _group_members(group: int) -> list[int]:
     """Live processes of a process group (the command, its forkserver, workers and resource tracker)."""
     members = []

@@ -7,6 +7,7 @@ one line the user sees, the exit code, and what is on disk afterwards.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -132,6 +133,44 @@ def test_divergence_after_a_checkpoint_keeps_the_last_good_one(
     assert all(torch.isfinite(value).all() for value in loaded.model.state_dict().values() if value.is_floating_point())
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "unwritable", "a_file"])
+def test_an_output_folder_that_cannot_be_used_is_one_error_and_changes_nothing(
+    invoke: Callable[..., Any],
+    bad_output: Callable[..., Any],
+    disk_state: Callable[..., Any],
+    dataset: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    bad = bad_output(case, "run")
+    before = disk_state(tmp_path)
+    outcome = _train(invoke, dataset, bad.path)
+    assert outcome.code == 1 and bad.words in outcome.error
+    assert disk_state(tmp_path) == before
+
+
+def test_a_folder_that_is_not_empty_is_refused(invoke: Callable[..., Any], dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    outcome = _train(invoke, dataset, tmp_path / "run")
+    assert outcome.code == 1
+    assert outcome.error == (
+        f"Error: {tmp_path / 'run'}: is not empty. Pass --resume to continue it, --overwrite to start again, or "
+        "choose another -o folder."
+    )
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(
+    invoke: Callable[..., Any], dataset: Path, tmp_path: Path
+) -> None:
+    assert _train(invoke, dataset, tmp_path / "run", "--max-steps", "1").code == 0
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    outcome = invoke("train", "--data-root", tmp_path, "-o", tmp_path / "run", *TINY, "--overwrite")  # no dataset
+    assert outcome.code == 1 and outcome.error.startswith(f"Error: {tmp_path}: ")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # --overwrite deletes only once the run starts
+
+
 @pytest.fixture(scope="module")
 def tiled(tiny_slide: SyntheticSlide, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("bad_train_tiles") / "tiles"
@@ -210,3 +249,37 @@ def test_data_verify_refuses_a_tile_changed_since_tiling(
     )
     assert not (tmp_path / "run").exists()
     assert _train_tiles(invoke, root, labels, tmp_path / "unverified").code == 0  # without data.verify it trains
+
+
+def test_ctrl_c_then_resume_gives_the_same_weights_and_metrics_as_an_uninterrupted_run(
+    invoke: Callable[..., Any], dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted at step 6, between the checkpoint of step 4 and the log line of step 6: nothing differs."""
+    run = ["--batch-size", "2", "--epochs", "2", "checkpoint_every=2", "log_every=3"]
+    assert _train(invoke, dataset, tmp_path / "whole", *run).code == 0
+
+    real_check = loop._stop_if_diverged
+
+    def ctrl_c_at_step_6(step: int, *args: Any, **kwargs: Any) -> None:
+        if step == 6:
+            raise KeyboardInterrupt
+        real_check(step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_stop_if_diverged", ctrl_c_at_step_6)
+    interrupted = _train(invoke, dataset, tmp_path / "cut", *run)
+    assert interrupted.code == 130
+    assert interrupted.stderr.splitlines()[-1].startswith("Interrupted by Ctrl-C: workers stopped;")
+    assert load_model(tmp_path / "cut" / "last.pt").state["step"] == 4
+    monkeypatch.setattr(loop, "_stop_if_diverged", real_check)
+    assert _train(invoke, dataset, tmp_path / "cut", *run, "--resume").code == 0
+
+    def losses(folder: Path) -> list[dict[str, Any]]:
+        timing = ("images_per_second", "data_time_share")
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+    assert [line["step"] for line in losses(tmp_path / "whole")] == [3, 6, 8]
+    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
+    whole = load_model(tmp_path / "whole" / "last.pt").model.state_dict()
+    cut = load_model(tmp_path / "cut" / "last.pt").model.state_dict()
+    assert all(torch.equal(whole[key], cut[key]) for key in whole)

@@ -132,7 +132,7 @@ def test_existing_output_needs_overwrite(checkpoint: Path, dataset: Path, tmp_pa
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = _evaluate("--checkpoint", checkpoint, "--data-root", dataset, "-o", out)
-    _assert_one_error_line(result, f"{out}: already exists", "--overwrite")
+    _assert_one_error_line(result, f"{out}: exists and is not empty", "--overwrite")
     assert (out / "keep.txt").read_text() == "mine"
     result = _evaluate("--checkpoint", checkpoint, "--data-root", dataset, "-o", out, "--overwrite", *FAST)
     assert result.exit_code == 0, result.output

@@ -17,9 +17,11 @@ def test_synth_dataset_writes_a_valid_luad_folder(tmp_path: Path) -> None:
     assert [len(records[s]) for s in ("train", "val", "test")] == [4, 2, 1]
 
 
-def test_synth_dataset_refuses_an_existing_folder(tmp_path: Path) -> None:
+def test_synth_dataset_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "notes.txt").write_text("mine")
     result = CliRunner().invoke(cli, ["synth-dataset", "-o", str(tmp_path / "synth"), "--n-train", "1"])
     assert result.exit_code == 1
-    assert "Error: " in result.output and "synth: already exists. Pass --overwrite" in result.output
+    assert "Error: " in result.output and "synth: exists and is not empty. Pass --overwrite" in result.output
+    assert (tmp_path / "synth" / "notes.txt").read_text() == "mine"
     assert "Traceback" not in result.output

@@ -76,7 +76,7 @@ def test_closed_choice_lists_the_valid_values() -> None:
 
 
 def test_override_without_equals_sign_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
+    with pytest.raises(ConfigError, match=r"expected KEY=VALUE, e\.g\. optim\.lr=0\.01 or batch_size=8"):
         parse_overrides(["epochs"])
 
 

@@ -57,7 +57,7 @@ def test_another_seed_writes_other_patches(tmp_path: Path, synthetic_root: Path)
 
 def test_existing_output_is_refused_without_overwrite(synthetic_root: Path) -> None:
     before = _digest(synthetic_root)
-    with pytest.raises(OutputExistsError, match=r"LUAD-synth: already exists. Pass --overwrite"):
+    with pytest.raises(OutputExistsError, match=r"LUAD-synth: exists and is not empty\. Pass --overwrite"):
         write_synthetic_luad(synthetic_root, n_train=1, n_val=0, n_test=0, patch_size=64, workers=1)
     assert _digest(synthetic_root) == before
 

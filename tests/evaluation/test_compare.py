@@ -101,7 +101,7 @@ def test_repeated_folder_names_are_told_apart_by_parent(tmp_path: Path) -> None:
 def test_existing_output_needs_overwrite(two_evaluations: list[Path], tmp_path: Path) -> None:
     target = tmp_path / "compare"
     compare_evaluations(two_evaluations, target)
-    with pytest.raises(OutputExistsError, match=r"compare: already exists\. Pass --overwrite"):
+    with pytest.raises(OutputExistsError, match=r"compare: exists and is not empty\. Pass --overwrite"):
         compare_evaluations(two_evaluations, target)
     compare_evaluations(two_evaluations[:1], target, overwrite=True, include_published=False)
     assert "seam" not in (target / "comparison.csv").read_text()

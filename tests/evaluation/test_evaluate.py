@@ -101,7 +101,8 @@ def test_evaluate_writes_metrics_masks_and_pictures(tiny_luad: Path, tiny_checkp
 
 def test_evaluate_refuses_an_existing_output_before_loading_anything(tiny_luad: Path, tmp_path: Path) -> None:
     (tmp_path / "eval").mkdir()
-    with pytest.raises(OutputExistsError, match=r"eval: already exists\. Pass --overwrite"):
+    (tmp_path / "eval" / "metrics.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match=r"eval: exists and is not empty\. Pass --overwrite"):
         evaluate(tmp_path / "missing.pt", tiny_luad, tmp_path / "eval", FAST)
 
 

@@ -69,7 +69,11 @@ def test_demo_command_reports_errors_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "slides").write_text("a file where the demo wants a folder")
     result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path), "--workers", "0", "slide_size=[1536,1024]"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.splitlines()[-1].startswith("Error: ") and "slides: cannot be created" in result.output
+    assert (
+        result.output.splitlines()[-1].startswith("Error: ")
+        and "cannot be created: " in result.output
+        and "slides is a file" in result.output
+    )
 
 
 def test_demo_command_refuses_unknown_sizes(tmp_path: Path) -> None:

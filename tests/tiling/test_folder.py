@@ -145,7 +145,7 @@ def test_output_that_is_a_file_is_refused(small_slide: SyntheticSlide, tmp_path:
     (tmp_path / "out").write_text("")
     with pytest.raises(PathError, match=r"out: is a file, not a folder"):
         tile_slide(small_slide.path, tmp_path / "out" / "small", SMALL)
-    with pytest.raises(PathError, match=r"out/sub: cannot be created: part of the path is a file"):
+    with pytest.raises(PathError, match=r"out/sub: cannot be created: .*out is a file"):
         tile_slide(small_slide.path, tmp_path / "out" / "sub" / "small", SMALL)
 
 
