@@ -266,7 +266,9 @@ def _tile_into(
     partial_dir.mkdir(parents=True, exist_ok=True)
     tiles_dir = writer.folder
     tiles_dir.mkdir(exist_ok=True)
+    # A killed job leaves temporaries of tiles and, as the pictures are drawn while tiles are cut, of pictures.
     _stale_temporaries(tiles_dir)
+    _stale_temporaries(partial_dir)
     write_header(partial_dir / MANIFEST_JSON, header)
     journal_path = partial_dir / JOURNAL_NAME
     journal = read_journal(journal_path)

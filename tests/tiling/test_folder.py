@@ -102,6 +102,21 @@ def test_rerun_rewrites_a_damaged_tile(small_slide: SyntheticSlide, tmp_path: Pa
     assert _files(tmp_path / "small") == before
 
 
+def test_resume_removes_what_a_killed_job_left_half_written(small_slide: SyntheticSlide, tmp_path: Path) -> None:
+    tile_slide(small_slide.path, tmp_path / "done" / "small", SMALL, workers=0)
+    expected = _files(tmp_path / "done" / "small")
+    # A job killed while its pictures (drawn beside the tiles) and a tile were being written.
+    partial = tmp_path / "killed" / "small.partial"
+    partial.mkdir(parents=True)
+    (partial / "manifest.json").write_bytes(expected["manifest.json"])
+    (partial / "tiles").mkdir()
+    (partial / ".tmp-tiles.png.k1ll3d").write_bytes(b"\x89PNG half")
+    (partial / "tiles" / ".tmp-a-tile.png.k1ll3d").write_bytes(b"\x89PNG half")
+    resumed = tile_slide(small_slide.path, tmp_path / "killed" / "small", SMALL, workers=0)
+    assert resumed.n_written == resumed.n_tiles
+    assert _files(tmp_path / "killed" / "small") == expected
+
+
 def test_other_settings_stop_and_name_what_changed(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     with pytest.raises(
