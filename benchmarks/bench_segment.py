@@ -62,7 +62,9 @@ def _plan(slide_path: Path, checkpoint: Path, config: SegmentConfig) -> tuple[Sl
         plan = plan_slide_map(
             slide, model_mpp=loaded.model_config.input_mpp, tile_size=loaded.model_config.input_size, config=config
         )
-    return plan, CamPredictor(loaded.model, loaded.model_config.num_classes, config.inference)
+    return plan, CamPredictor(
+        loaded.model, loaded.model_config.num_classes, config.inference, stitching=config.stitching
+    )
 
 
 def child(mode: str, slide_path: Path, checkpoint: Path, batch_size: int, workers: int) -> dict[str, float]:

@@ -239,7 +239,15 @@ class SegmentConfig:
 
     batch_size: int = 16  # tiles per forward pass
     workers: int = 2  # tile-reading threads, each with its own slide handle (0: read between batches)
-    overlap: int = 32  # model pixels shared by neighbouring tiles, cross-faded so seams do not show
+    # Model pixels shared by neighbouring tiles; None: half the tile, so every pixel lies between two tiles on each
+    # axis and the linear cross-fade leaves no line on the tile grid (twice the tiles of overlap 32 at 112 px).
+    overlap: int | None = None
+    # slide: every tile's CAMs (no per-tile normalisation, no per-tile class choice) and class probabilities are
+    # blended first, then each pixel takes the best class among those the blended probabilities allow (linear
+    # cross-fade). tile: earlier versions (each tile normalised and labelled alone, cosine cross-fade); with
+    # overlap=32 it gives their maps exactly.
+    stitching: Literal["slide", "tile"] = "slide"
+    min_region_um2: float = 0.0  # label clean-up: class regions smaller than this take their surroundings' class
     min_tissue: float = 0.05  # tiles with a smaller tissue fraction are skipped (their pixels: no tissue)
     tissue_mpp: float = 8.0  # microns per pixel of the thumbnail the tissue mask is computed on
     map_stride: int = 4  # model pixels per map pixel (map mpp = input_mpp x map_stride); divides tile and overlap
@@ -264,7 +272,9 @@ class SegmentConfig:
         _check_finite(self)
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _check_workers(self.workers)
-        _check_range("overlap", self.overlap, 0, MAX_TILE_SIZE, unit="pixels")
+        if self.overlap is not None:  # None: half the model's tile
+            _check_range("overlap", self.overlap, 0, MAX_TILE_SIZE, unit="pixels")
+        _check_range("min_region_um2", self.min_region_um2, 0.0, 1e8, unit="um²")
         _check_range("min_tissue", self.min_tissue, 0.0, 1.0)
         _check_range("tissue_mpp", self.tissue_mpp, *MPP_RANGE, unit="um/px")
         _check_range("map_stride", self.map_stride, 1, 256)

@@ -39,8 +39,10 @@ __all__ = [
     "CamResult",
     "CamSettings",
     "InferenceView",
+    "TileScores",
     "cam_kind",
     "compute_cams",
+    "compute_tile_scores",
     "inference_views",
     "normalise_cams",
     "select_labels",
@@ -306,3 +308,63 @@ def _histosegnet_maps(
     background = white_background_score(images)
     subtracted = subtract_classes(torch.cat([grad_cams, background], dim=1))
     return subtracted[:, :-1], subtracted[:, -1:]
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """Class scores of slide tiles that mean the same thing in every tile, for blending across tiles.
+
+    Attributes:
+        scores: (B, K, H, W) float32 in [0, 1] at input resolution: the PCM-refined CAMs as the network gives them
+            (``cam_kind`` "refined"), or the sigmoid of the raw CAMs ("raw"), mean over the test-time views.
+            Neither rescaled per tile nor masked by the tile's predicted classes.
+        probabilities: (B, K) float32 classifier probabilities (sigmoid of the logits), mean over the views.
+    """
+
+    scores: torch.Tensor
+    probabilities: torch.Tensor
+
+
+def compute_tile_scores(model: CamNet, images: torch.Tensor, *, settings: CamSettings) -> TileScores:
+    """Scores of a batch of slide tiles on one scale for every tile, so overlapping tiles can be blended first.
+
+    :func:`compute_cams` rescales each patch's CAMs to its own [0, 1] range and zeroes the classes its classifier
+    does not predict: right for a patch judged alone, but two tiles overlapping on the same tissue then disagree
+    (a class weak in one tile is stretched to 1; a class predicted in one tile is cut in the next), and a slide map
+    stitched from them shows the tile grid. Here nothing depends on the rest of the tile beyond what the network
+    itself computes: refined CAMs are the PCM's output (the PCM normalises its seeds inside the network, as SEAM
+    trained it), raw CAMs go through the sigmoid the classifier applies to its logits (a logit is the mean of its
+    CAM over the tile, so this is the probability a tile like that pixel would get). The class probabilities go
+    with them, for the slide's presence decision after blending.
+
+    Args:
+        model: a CAM network whose forward returns ``CamNetOutput`` (not HistoSegNet: its Grad-CAMs are scaled per
+            image by design; use :func:`compute_cams`).
+        images: (B, 3, H, W) float32 RGB in [0, 1].
+        settings: views and ``cam_source``.
+
+    Returns:
+        A :class:`TileScores` on the images' device.
+    """
+    kind = cam_kind(model, settings)
+    if kind == "grad-cam":
+        raise ValueError(f"{type(model).__name__}'s Grad-CAMs are scaled per image; use compute_cams for it")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
+    views = inference_views(settings)
+    summed: torch.Tensor | None = None
+    probability_sum: torch.Tensor | None = None
+    with _eval_mode(model):
+        for view in views:
+            view_images = view.apply(images)
+            logits, maps = _view_maps(model, view_images, kind)
+            view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
+            restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
+            probabilities = torch.sigmoid(logits.float())
+            summed = restored if summed is None else summed + restored
+            probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
+    assert summed is not None and probability_sum is not None  # settings guarantee at least one view
+    mean = summed / len(views)
+    scores = mean.clamp(0.0, 1.0) if kind == "refined" else torch.sigmoid(mean)
+    return TileScores(scores, probability_sum / len(views))

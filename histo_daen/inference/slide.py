@@ -8,9 +8,22 @@ band goes to a :class:`MapSink` (the OME-Zarr writer of :mod:`histo_daen.export.
 :mod:`histo_daen.pipeline`; this module writes no file format itself) together with its label map: the best class
 on tissue, 0 ("no tissue") outside the tissue mask, on white glass inside a tile, and where no tile reached.
 
+Slide-consistent scores (``SegmentConfig.stitching="slide"``, the default). A region must get one class across a
+tile border, so nothing that depends on one tile alone decides a pixel: the tiles' CAMs are blended as the network
+gives them (:func:`~histo_daen.inference.cams.compute_tile_scores`: no per-tile min-max, no per-tile class mask),
+and so are the tiles' class probabilities, as extra channels with the same window. A pixel may take a class whose
+blended probability exceeds ``inference.label_threshold`` (the MLPS rule, applied to the 2 x 2 tiles around the
+pixel, 1.5 tiles across, instead of to one tile), the best such class by blended score. Tiles overlap by half
+(``overlap=None``) and cross-fade linearly, so where neighbouring tiles still disagree the change of class falls
+anywhere between their centres, not on a line of the tile grid. ``stitching="tile"`` keeps the earlier path (each
+tile's CAMs normalised and masked alone by :func:`~histo_daen.inference.cams.compute_cams`, cosine cross-fade).
+Optionally :mod:`~histo_daen.inference.label_cleanup` removes class regions below ``min_region_um2``, one band
+behind the stitching; the scores stay the raw blended ones.
+
 Resume: a sink that already holds ``bands_done`` bands makes :func:`segment_slide` start at the first tile that
-touches the next band. Batches are cut at fixed positions of the tile list, so every tile is computed in the same
-batch as in an uninterrupted run, and the blended sums of the remaining bands are bit-identical to it.
+touches the next band (the band before it, when the clean-up needs its rows). Batches are cut at fixed positions
+of the tile list, so every tile is computed in the same batch as in an uninterrupted run, and the blended sums of
+the remaining bands are bit-identical to it.
 
 Geometry. A tile is ``tile_size`` pixels at the model's mpp; neighbours share ``overlap`` pixels. A map pixel is
 ``map_stride`` model pixels, so a tile is ``tile_size / map_stride`` map pixels and map pixel ``(r, c)`` covers
@@ -37,9 +50,16 @@ import torch.nn.functional as F
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
 from histo_daen.devices import autocast_settings
 from histo_daen.errors import ConfigError, NoTissueError
-from histo_daen.inference.cams import compute_cams
+from histo_daen.inference.cams import cam_kind, compute_cams, compute_tile_scores
+from histo_daen.inference.label_cleanup import BandCleaner
 from histo_daen.inference.labels import white_glass_mask
-from histo_daen.inference.stitching import BandStitcher, blend_window, map_values_from_scores
+from histo_daen.inference.stitching import (
+    BandStitcher,
+    FinishedBand,
+    RampProfile,
+    blend_window,
+    map_values_from_scores,
+)
 from histo_daen.models.cam_net import CamNet
 from histo_daen.progress import progress_bar
 from histo_daen.slide import Slide, SlideSource
@@ -61,6 +81,7 @@ logger = logging.getLogger(__name__)
 
 PREFETCH_BATCHES = 2  # batches read ahead per reader thread: enough to hide reads, little memory
 GLASS_FRACTION = 0.5  # a map pixel is glass when more than this share of its model pixels is white glass
+DEFAULT_PRESENCE_THRESHOLD = 0.25  # MLPS's label threshold, for predictors that do not name theirs
 
 
 @dataclass(frozen=True)
@@ -70,10 +91,14 @@ class TileOutput:
     Attributes:
         scores: (B, C, H, W) float in [0, 1] at the tiles' resolution (or any size the map stride divides).
         glass: (B, H, W) bool, True on white glass inside the tile, or None when the predictor does not say.
+        presence: (B, C) float in [0, 1], each tile's class probabilities, or None. Blended like the scores, they
+            decide which classes a map pixel may take: those above the predictor's ``presence_threshold`` (all
+            classes where none is). None: every class may win everywhere.
     """
 
     scores: torch.Tensor
     glass: torch.Tensor | None = None
+    presence: torch.Tensor | None = None
 
 
 class TilePredictor(Protocol):
@@ -88,32 +113,45 @@ class TilePredictor(Protocol):
 
 
 class CamPredictor:
-    """Scores of a CAM network for slide tiles: :func:`compute_cams`, as evaluation does, with labels predicted by
-    the classifier (slides have no labels: the MLPS protocol), and white glass from the MLPS rule.
+    """Scores of a CAM network for slide tiles, with white glass from the MLPS rule.
+
+    ``stitching="slide"``: :func:`compute_tile_scores` (CAMs as the network gives them) and the tiles' class
+    probabilities as ``presence``, for the slide-level decision after blending. ``"tile"``: :func:`compute_cams`,
+    as evaluation does, with the classes of each tile predicted by its classifier (slides have no labels: the MLPS
+    protocol) and its CAMs normalised per tile. HistoSegNet takes the ``"tile"`` path either way (its Grad-CAMs and
+    background map are defined per image).
 
     Args:
         model: a CAM network (or HistoSegNet) in eval mode on the device the tiles will be on.
         n_classes: K, its number of tissue classes.
         settings: the ``inference`` section; ``label_source`` must be "predicted".
+        stitching: "slide" or "tile" (``SegmentConfig.stitching``).
     """
 
-    def __init__(self, model: CamNet, n_classes: int, settings: InferenceConfig) -> None:
+    def __init__(self, model: CamNet, n_classes: int, settings: InferenceConfig, *, stitching: str = "slide") -> None:
         if settings.label_source != "predicted":
             raise ConfigError(
                 f"inference.label_source={settings.label_source!r} needs labelled patches; slides have none, "
                 "so segment uses the classifier's predictions: set inference.label_source=predicted"
             )
+        if stitching not in ("slide", "tile"):
+            raise ConfigError(f"segment.stitching={stitching!r} is not one of slide, tile")
         self.model = model
         self.n_channels = n_classes
         self.settings = settings
+        self.presence_threshold = settings.label_threshold
+        self.slide_scores = stitching == "slide" and cam_kind(model, settings) != "grad-cam"
 
     def __call__(self, images: torch.Tensor) -> TileOutput:
-        result = compute_cams(self.model, images, settings=self.settings)
         glass = None
         if self.settings.white_exclude:
             glass = white_glass_mask(
                 images, grey_level=self.settings.white_grey_level, min_pixels=self.settings.white_min_pixels
             )
+        if self.slide_scores:
+            tile = compute_tile_scores(self.model, images, settings=self.settings)
+            return TileOutput(scores=tile.scores, glass=glass, presence=tile.probabilities)
+        result = compute_cams(self.model, images, settings=self.settings)
         if result.background is not None:  # HistoSegNet: its background map wins over every class there
             beaten = result.background[:, 0] > result.cams.amax(dim=1)
             glass = beaten if glass is None else glass | beaten
@@ -167,6 +205,8 @@ class SlideMapPlan:
         tiles: the tissue tiles in row order (top row, then column).
         tissue_mask: (h, w) bool tissue mask of the slide, from the tiler.
         tissue_downsample: level-0 pixels per tissue-mask pixel.
+        ramp: the blending window's ramps, "linear" (slide stitching) or "cosine" (tile stitching).
+        min_region_pixels: class regions with fewer map pixels are cleaned up (0 or 1: no clean-up).
     """
 
     source: SlideSource
@@ -180,6 +220,13 @@ class SlideMapPlan:
     tiles: tuple[PlannedTile, ...]
     tissue_mask: np.ndarray
     tissue_downsample: float
+    ramp: RampProfile = "linear"
+    min_region_pixels: int = 0
+
+    @property
+    def tile_step(self) -> int:
+        """Tile pitch in map pixels (the period of a tile grid in the map)."""
+        return (self.tile_size - self.overlap) // self.map_stride
 
     @property
     def map_downsample(self) -> float:
@@ -211,27 +258,29 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         slide: an open slide.
         model_mpp: microns per pixel the model was trained at (``ModelConfig.input_mpp``).
         tile_size: tile side in model pixels (``ModelConfig.input_size``).
-        config: overlap, map stride, tissue settings.
+        config: overlap (None: half the tile, rounded down to whole map pixels), map stride, tissue settings,
+            stitching, clean-up.
 
     Raises:
         MissingResolutionError: the slide has no usable mpp (pass ``--slide-mpp``).
         NoTissueError: no tile holds enough tissue.
         ConfigError: the map stride does not divide the tile size and overlap.
     """
-    stride_model = tile_size - config.overlap
-    if tile_size % config.map_stride or config.overlap % config.map_stride:
+    overlap = config.overlap if config.overlap is not None else tile_size // 2 // config.map_stride * config.map_stride
+    stride_model = tile_size - overlap
+    if tile_size % config.map_stride or overlap % config.map_stride:
         raise ConfigError(
             f"map_stride={config.map_stride} must divide the model's tile size ({tile_size}) and overlap "
-            f"({config.overlap}), so tiles land on whole map pixels"
+            f"({overlap}), so tiles land on whole map pixels"
         )
     if stride_model <= 0:
-        raise ConfigError(f"overlap={config.overlap} must be smaller than the model's tile size {tile_size}")
+        raise ConfigError(f"overlap={overlap} must be smaller than the model's tile size {tile_size}")
     mpp0 = slide.require_mpp()
     grid = tile_grid(
         slide,
         target_mpp=model_mpp,
         tile_size=tile_size,
-        overlap=config.overlap,
+        overlap=overlap,
         min_tissue=config.min_tissue,
         tissue_mpp=config.tissue_mpp,
         hints=GridHints(
@@ -248,6 +297,7 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
             f"(e.g. min_tissue={config.min_tissue / 2:g}).",
         )
     map_downsample = model_mpp * config.map_stride / mpp0
+    map_mpp = model_mpp * config.map_stride
     width0, height0 = slide.dimensions
     shape_hw = (math.ceil(height0 / map_downsample), math.ceil(width0 / map_downsample))
     step = stride_model // config.map_stride  # tile pitch in map pixels
@@ -261,12 +311,14 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         mpp0=mpp0,
         model_mpp=model_mpp,
         tile_size=tile_size,
-        overlap=config.overlap,
+        overlap=overlap,
         map_stride=config.map_stride,
         shape_hw=shape_hw,
         tiles=tuple(planned),
         tissue_mask=grid.tissue_mask,
         tissue_downsample=grid.tissue_downsample,
+        ramp="linear" if config.stitching == "slide" else "cosine",
+        min_region_pixels=math.ceil(config.min_region_um2 / map_mpp**2),
     )
 
 
@@ -345,13 +397,22 @@ class _TileReader:
 
 
 def _to_map_resolution(output: TileOutput, map_stride: int, n_channels: int) -> torch.Tensor:
-    """(B, C + 1, h, w) float32 on the output's device: scores averaged to map pixels, then the glass fraction."""
+    """(B, C + 1 [+ C], h, w) float32 on the output's device: scores averaged to map pixels, the glass fraction,
+    then each tile's presence probabilities over the whole tile when the predictor gives them."""
     scores = output.scores.float()
     if scores.ndim != 4 or scores.shape[1] != n_channels:
         raise ValueError(f"predictor returned scores {tuple(scores.shape)}, expected (B, {n_channels}, H, W)")
     glass = torch.zeros_like(scores[:, :1]) if output.glass is None else output.glass[:, None].to(scores.dtype)
     stacked = torch.cat([scores, glass], dim=1)
-    return F.avg_pool2d(stacked, map_stride) if map_stride > 1 else stacked
+    pooled = F.avg_pool2d(stacked, map_stride) if map_stride > 1 else stacked
+    if output.presence is None:
+        return pooled
+    presence = output.presence.float()
+    if tuple(presence.shape) != (scores.shape[0], n_channels):
+        raise ValueError(
+            f"predictor returned presence {tuple(presence.shape)}, expected ({scores.shape[0]}, {n_channels})"
+        )
+    return torch.cat([pooled, presence[:, :, None, None].expand(-1, -1, *pooled.shape[-2:])], dim=1)
 
 
 def segment_slide(
@@ -372,7 +433,8 @@ def segment_slide(
         plan: from :func:`plan_slide_map`.
         sink: receives bands ``sink.bands_done, ..., sink.n_bands - 1`` in order; its ``band_height`` must be a
             multiple of nothing in particular (any height works).
-        predictor: batch of tiles -> :class:`TileOutput`; ``n_channels`` tells the score channels (default 4).
+        predictor: batch of tiles -> :class:`TileOutput`; ``n_channels`` tells the score channels (default 4),
+            ``presence_threshold`` the blended class probability above which a class may win (default 0.25).
         device: where the predictor runs; tiles are moved there, stitching stays on the CPU.
         batch_size: tiles per predictor call.
         workers: reader threads (0: read in this thread, between batches).
@@ -385,36 +447,69 @@ def segment_slide(
     """
     started = time.perf_counter()
     n_channels = int(getattr(predictor, "n_channels", 4))
+    presence_threshold = float(getattr(predictor, "presence_threshold", DEFAULT_PRESENCE_THRESHOLD))
     tile_map = plan.tile_map_size
     if sink.n_bands != math.ceil(plan.shape_hw[0] / sink.band_height):
         raise ValueError(f"the sink has {sink.n_bands} bands of {sink.band_height} rows for a map of {plan.shape_hw}")
     first_band = sink.bands_done
-    stitcher = BandStitcher(
-        shape_hw=plan.shape_hw,
-        n_channels=n_channels + 1,
-        band_height=sink.band_height,
-        tile_shape_hw=(tile_map, tile_map),
-        window=blend_window((tile_map, tile_map), plan.overlap // plan.map_stride),
-        first_band=first_band,
-    )
-    origin = first_band * sink.band_height
+    cleaner = None
+    if plan.min_region_pixels > 1:
+        halo = min(plan.min_region_pixels - 1, sink.band_height)
+        cleaner = BandCleaner(
+            min_pixels=plan.min_region_pixels, halo=halo, band_height=sink.band_height, map_height=plan.shape_hw[0]
+        )
+    # The clean-up of a resumed run's first band needs the rows above it: that band is stitched again, not written.
+    first_stitched = first_band - 1 if cleaner is not None and 0 < first_band < sink.n_bands else first_band
+    window = blend_window((tile_map, tile_map), plan.overlap // plan.map_stride, profile=plan.ramp)
+    stitchers: list[BandStitcher] = []  # made at the first tile output, which tells the channels to blend
+
+    def stitcher(n_values: int) -> BandStitcher:
+        if not stitchers:
+            stitchers.append(
+                BandStitcher(
+                    shape_hw=plan.shape_hw,
+                    n_channels=n_values,
+                    band_height=sink.band_height,
+                    tile_shape_hw=(tile_map, tile_map),
+                    window=window,
+                    first_band=first_stitched,
+                )
+            )
+        return stitchers[0]
+
+    origin = first_stitched * sink.band_height
     first_needed = next((i for i, t in enumerate(plan.tiles) if t.y0 + tile_map > origin), len(plan.tiles))
     start = (first_needed // batch_size) * batch_size  # fixed batch boundaries: the same batches as a full run
     batches = [plan.tiles[i : i + batch_size] for i in range(start, len(plan.tiles), batch_size)]
     autocast = autocast_settings(device, amp=amp, cpu_bf16=cpu_bf16)
     n_run, n_written, model_seconds = 0, 0, 0.0
 
-    def write(bands: Iterator[Any]) -> int:
+    def labels_of(band: FinishedBand) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (K, h, W), labels (h, W)) of a stitched band: the best allowed class on tissue."""
+        y0 = band.index * sink.band_height
+        y1 = y0 + band.values.shape[1]
+        scores = band.values[:n_channels]
+        glass = band.values[n_channels] > GLASS_FRACTION
+        is_tissue = band.covered & ~glass & plan.tissue_rows(y0, y1)
+        presence = band.values[n_channels + 1 :]
+        allowed = presence > presence_threshold if presence.shape[0] else None
+        return scores, map_values_from_scores(scores, is_tissue, allowed=allowed)
+
+    def write(bands: Iterator[FinishedBand]) -> int:
         count = 0
         for band in bands:
-            y0 = band.index * sink.band_height
-            y1 = y0 + band.values.shape[1]
-            glass = band.values[n_channels] > GLASS_FRACTION
-            is_tissue = band.covered & ~glass & plan.tissue_rows(y0, y1)
-            labels = map_values_from_scores(band.values[:n_channels], is_tissue)
-            sink.write_band(band.index, band.values[:n_channels], labels)
-            count += 1
+            scores, labels = labels_of(band)
+            if cleaner is None:
+                sink.write_band(band.index, scores, labels)
+                count += 1
+                continue
+            for clean in cleaner.push(band.index, scores, labels, context_only=band.index < first_band):
+                sink.write_band(clean.index, clean.scores, clean.labels)
+                count += 1
         return count
+
+    def finished_before(y0: int) -> Iterator[FinishedBand]:
+        return stitchers[0].finished_before(y0) if stitchers else iter(())
 
     reader = _TileReader(plan, workers)
     bar = progress_bar(
@@ -422,19 +517,24 @@ def segment_slide(
     )
     try:
         for batch, images in zip(batches, reader.batches(batches), strict=True):
-            n_written += write(stitcher.finished_before(batch[0].y0))
+            n_written += write(finished_before(batch[0].y0))
             tensor = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
             model_started = time.perf_counter()
             with torch.autocast(autocast.device_type, dtype=autocast.dtype, enabled=autocast.enabled):
                 output = predictor(tensor)
             on_map = _to_map_resolution(output, plan.map_stride, n_channels).cpu().numpy()  # syncs the device
             model_seconds += time.perf_counter() - model_started
+            blend = stitcher(on_map.shape[1])
             for planned, values in zip(batch, on_map, strict=True):
-                n_written += write(stitcher.finished_before(planned.y0))
-                stitcher.add(values, planned.y0, planned.x0)
+                n_written += write(blend.finished_before(planned.y0))
+                blend.add(values, planned.y0, planned.x0)
             n_run += len(batch)
             bar.update(len(batch))
-        n_written += write(stitcher.finish())
+        n_written += write(stitcher(n_channels + 1).finish())
+        if cleaner is not None:
+            for clean in cleaner.finish():
+                sink.write_band(clean.index, clean.scores, clean.labels)
+                n_written += 1
     finally:
         bar.close()
         reader.close()

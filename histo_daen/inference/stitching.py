@@ -2,10 +2,16 @@
 
 Each tile's output is multiplied by a blending window and added to a running weighted sum; a running sum of the
 weights (the "count" map of MONAI's ``sliding_window_inference``) divides it out when a band is finished. The
-window is 1 in a tile's interior and falls off with a raised cosine over the overlap margin, so neighbouring
-tiles cross-fade instead of meeting at a visible seam; it never reaches 0, so a pixel seen by only one tile's edge
-(the slide border) still gets that tile's value. Where every tile agrees the result is that value exactly, whatever
-the weights: the identity oracle of the tests.
+window is 1 in a tile's interior and falls off over the overlap margin, so neighbouring tiles cross-fade instead of
+meeting at a visible seam; it never reaches 0, so a pixel seen by only one tile's edge (the slide border) still gets
+that tile's value. Where every tile agrees the result is that value exactly, whatever the weights: the identity
+oracle of the tests.
+
+Two ramp profiles. ``"linear"``: with tiles overlapping by half their size every pixel lies between two tiles on
+each axis and the weights interpolate linearly between their centres (bilinear in 2-D), so where neighbouring tiles
+disagree the blended score moves from one to the other evenly across the whole tile step, and the point where the
+best class changes falls anywhere in it. ``"cosine"`` (raised cosine, the earlier default): the change is steepest
+half-way through the overlap, so disagreements end at lines on the tile grid.
 
 Tiles arrive in row order (non-decreasing top row). Only the rows of the band being built plus one tile height
 are held, so memory is ``O(map width x (band height + tile height))`` whatever the slide's height.
@@ -16,29 +22,35 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-__all__ = ["BandStitcher", "FinishedBand", "blend_window", "map_values_from_scores"]
+__all__ = ["BandStitcher", "FinishedBand", "RampProfile", "blend_window", "map_values_from_scores"]
+
+RampProfile = Literal["linear", "cosine"]
 
 WINDOW_FLOOR = 1e-3  # the smallest weight a window gives, at a tile's outermost pixel
 
 
-def _ramp(length: int, margin: int, floor: float) -> np.ndarray:
-    """1-D window: raised cosine from ``floor`` up to 1 over ``margin`` pixels at both ends, 1 between."""
+def _ramp(length: int, margin: int, floor: float, profile: RampProfile) -> np.ndarray:
+    """1-D window: from ``floor`` up to 1 over ``margin`` pixels at both ends (linear or raised cosine), 1 between."""
     weights = np.ones(length, dtype=np.float64)
     if margin <= 0:
         return weights.astype(np.float32)
     margin = min(margin, length // 2)
     # Pixel centres of the margin sit at (i + 0.5) / margin of the way up the ramp.
     position = (np.arange(margin) + 0.5) / margin
-    rise = floor + (1.0 - floor) * 0.5 * (1.0 - np.cos(np.pi * position))
+    shape = position if profile == "linear" else 0.5 * (1.0 - np.cos(np.pi * position))
+    rise = floor + (1.0 - floor) * shape
     weights[:margin] = rise
     weights[length - margin :] = rise[::-1]
     return weights.astype(np.float32)
 
 
-def blend_window(shape_hw: tuple[int, int], margin: int, *, floor: float = WINDOW_FLOOR) -> np.ndarray:
+def blend_window(
+    shape_hw: tuple[int, int], margin: int, *, floor: float = WINDOW_FLOOR, profile: RampProfile = "cosine"
+) -> np.ndarray:
     """Weights for blending one tile's output into the map.
 
     Args:
@@ -46,14 +58,17 @@ def blend_window(shape_hw: tuple[int, int], margin: int, *, floor: float = WINDO
         margin: pixels at each edge over which the weight ramps up (the overlap between neighbouring tiles);
             0 gives a flat window.
         floor: smallest weight, in (0, 1].
+        profile: "linear" or "cosine" (raised cosine) ramps (module docstring).
 
     Returns:
-        (height, width) float32 in [floor, 1], the outer product of two 1-D raised-cosine ramps.
+        (height, width) float32 in [floor, 1], the outer product of two 1-D ramps.
     """
     if not 0 < floor <= 1:
         raise ValueError(f"floor must be in (0, 1], got {floor}")
+    if profile not in ("linear", "cosine"):
+        raise ValueError(f"profile must be 'linear' or 'cosine', got {profile!r}")
     height, width = shape_hw
-    return np.outer(_ramp(height, margin, floor), _ramp(width, margin, floor))
+    return np.outer(_ramp(height, margin, floor, profile), _ramp(width, margin, floor, profile))
 
 
 @dataclass(frozen=True)
@@ -171,16 +186,23 @@ class BandStitcher:
         return finished
 
 
-def map_values_from_scores(scores: np.ndarray, is_tissue: np.ndarray) -> np.ndarray:
-    """Slide-map labels from stitched class scores: the best class's map value on tissue, 0 elsewhere.
+def map_values_from_scores(
+    scores: np.ndarray, is_tissue: np.ndarray, *, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Slide-map labels from stitched class scores: the best allowed class's map value on tissue, 0 elsewhere.
 
     Args:
         scores: (K, h, w) float class scores.
         is_tissue: (h, w) bool, True where the pixel is tissue and at least one tile covered it.
+        allowed: (K, h, w) bool, the classes each pixel may take (blended presence above its threshold); where no
+            class is allowed, all are. None: all classes everywhere.
 
     Returns:
         (h, w) uint8: 0 = no tissue, ``k + 1`` = class index k (``TissueClass.map_value``). Ties go to the lower
         class index (``argmax``).
     """
+    if allowed is not None:
+        allowed = allowed | ~allowed.any(axis=0, keepdims=True)
+        scores = np.where(allowed, scores, -np.inf)
     best = scores.argmax(axis=0).astype(np.uint8) + 1
     return np.where(is_tissue, best, 0).astype(np.uint8)

@@ -267,8 +267,14 @@ def segment_demo_slide(context: DemoContext) -> str:
     result = agreement.scores
     return (
         f"{outcome.folder}: pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
-        f"against the ground truth, tissue IoU {100 * agreement.tissue_iou:.1f} %"
+        f"against the ground truth, tissue IoU {100 * agreement.tissue_iou:.1f} %, "
+        f"seam ratio {_seam_text(outcome.result.summary)}"
     )
+
+
+def _seam_text(summary: dict[str, Any]) -> str:
+    ratio = summary["map"].get("seam_ratio")
+    return "undefined" if ratio is None else f"{ratio:.2f} (1.0: no tile grid in the map)"
 
 
 def segment_real_slide(context: DemoContext) -> str:
@@ -346,6 +352,7 @@ def _closing_lines(context: DemoContext) -> list[str]:
             "The slide map against the synthetic slide's ground truth (at the ground truth's 16-px resolution):",
             f"  pixel accuracy {100 * result.pixel_accuracy:.1f} %, mIoU {100 * result.miou:.1f} % "
             f"(IoU % per class: {per_class}), tissue found: IoU {100 * agreement.tissue_iou:.1f} %",
+            f"  seam ratio {_seam_text(context.results['map'].result.summary)}",
         ]
     return lines
 

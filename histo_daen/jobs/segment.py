@@ -7,7 +7,7 @@ Output layout (``OUT`` is the output folder)::
     OUT/<slide stem>/map.zarr      OME-Zarr tissue map (built as map.zarr.partial/, renamed when complete)
     OUT/<slide stem>/map.geojson   QuPath objects, level-0 pixel coordinates (.geojson.gz with geojson_gzip)
     OUT/<slide stem>/overview.png  the map over the slide thumbnail, with per-class areas
-    OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas; written last
+    OUT/<slide stem>/summary.json  slide identity, model, map geometry, per-class areas, seam ratio; written last
     OUT/<slide stem>/failed.json   instead of summary.json when the slide failed: the error message
 
 Slides, shards, folder names and failures follow the cohort rules of :mod:`histo_daen.jobs.cohort`; a slide that
@@ -41,6 +41,7 @@ from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.devices import process_device
 from histo_daen.digest import file_sha256
+from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.geojson import geojson_options, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 # Settings that change the map; the rest (batch size, readers, GeoJSON and picture options) may change on resume.
 _MAP_SETTINGS = (
     "overlap",
+    "stitching",
+    "min_region_um2",
     "min_tissue",
     "tissue_mpp",
     "map_stride",
@@ -118,9 +121,16 @@ def _slide_bounds(slide: Slide) -> list[int]:
 
 
 def _summary(
-    slide_path: Path, identity: dict[str, Any], tissue_map: TissueMap, outputs: dict[str, str], n_tiles: int
+    slide_path: Path,
+    identity: dict[str, Any],
+    tissue_map: TissueMap,
+    outputs: dict[str, str],
+    n_tiles: int,
+    tile_step: int,
 ) -> dict[str, Any]:
     areas = class_areas(tissue_map)
+    # How much the label changes line up with the tile grid (histo_daen.evaluation.seams): 1.0 = seamless.
+    seams = seam_ratio((band for _, band in tissue_map.label_bands()), tile_step)
     return {
         "slide": {**identity, "path": str(slide_path.resolve())},
         "status": "done",
@@ -132,6 +142,8 @@ def _summary(
             "map_mpp": tissue_map.map_mpp,
             "n_levels": tissue_map.n_levels,
             "ngff_version": tissue_map.ngff_version,
+            "tile_step": tile_step,
+            "seam_ratio": seams,
         },
         "model": {k: v for k, v in tissue_map.provenance["model"].items() if k != "model_config"},
         "label_source": tissue_map.provenance["label_source"],
@@ -233,7 +245,7 @@ def _segment_one(
             outputs["overview"] = write_overview(
                 thumbnail, tissue_map, folder / "overview.png", slide_size_wh=slide.dimensions, title=slide_path.name
             ).name
-    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles))
+    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), plan.tile_step)
     atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return "done", SlideSegmentation(summary, stats)
 
@@ -243,15 +255,20 @@ def _record_failure(task: SlideTask, message: str) -> None:
     atomic_write_text(task.folder / "failed.json", json.dumps(record, indent=2) + "\n")
 
 
+def _format_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> Path:
     """Rebuild ``OUT/summary.csv`` from every ``OUT/*/summary.json`` and ``failed.json``: one row per slide.
 
-    Columns: slide, status, error, mpp0, map_mpp, n_tiles, tissue_mm2, then ``<class>_mm2`` and ``<class>_percent``
-    for each class. Areas are in mm², percentages of the slide's tissue.
+    Columns: slide, status, error, mpp0, map_mpp, n_tiles, seam_ratio, tissue_mm2, then ``<class>_mm2`` and
+    ``<class>_percent`` for each class. Areas are in mm², percentages of the slide's tissue; the seam ratio is 1.0
+    for a map whose label changes do not follow the tile grid (empty when undefined or not recorded).
     """
     root = Path(output_dir)
     area_columns = [f"{code}_{unit}" for code in classes.codes for unit in ("mm2", "percent")]
-    columns = ["slide", "status", "error", "mpp0", "map_mpp", "n_tiles", "tissue_mm2", *area_columns]
+    columns = ["slide", "status", "error", "mpp0", "map_mpp", "n_tiles", "seam_ratio", "tissue_mm2", *area_columns]
     rows = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         summary_path, failed_path = folder / "summary.json", folder / "failed.json"
@@ -264,6 +281,7 @@ def write_summary_csv(output_dir: str | os.PathLike[str], classes: ClassSet) -> 
                 "mpp0": summary["map"]["mpp0"],
                 "map_mpp": summary["map"]["map_mpp"],
                 "n_tiles": summary["n_tiles"],
+                "seam_ratio": _format_ratio(summary["map"].get("seam_ratio")),
                 "tissue_mm2": f"{summary['tissue_mm2']:.4f}",
             }
             for area in summary["areas"]:
@@ -321,7 +339,7 @@ def segment_cohort(
     loaded = load_model(checkpoint_path, device=resolved)
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
-    predictor = CamPredictor(loaded.model, len(classes), config.inference)
+    predictor = CamPredictor(loaded.model, len(classes), config.inference, stitching=config.stitching)
     model_provenance = _model_provenance(checkpoint_path, loaded)
 
     def work(task: SlideTask) -> tuple[Literal["done", "skipped"], SlideSegmentation]:

@@ -755,11 +755,6 @@ def import_reference_checkpoint(
         ConfigError: ``classes`` or ``variant`` is malformed.
         OutputExistsError: ``output`` exists and ``overwrite`` is False.
     """
-    if classes is None:
-        raise ConfigError(
-            "classes: name the checkpoint's classes in fc8 order, e.g. --classes luad, --classes bcss or "
-            "--classes NAME,NAME,..."
-        )
     if variant not in ("auto", "seam", "cam"):
         raise ConfigError(f"variant: {variant!r} cannot be imported; valid: auto, seam, cam")
     target = check_output(output, kind="file", overwrite=overwrite, inputs=(source,))
@@ -778,6 +773,11 @@ def import_reference_checkpoint(
             path,
             f"holds {weights.description}, not a trained SEAM or MLPS checkpoint with a classifier (fc8)",
             "Bare backbones are pretrained weights: pass them to training (load_pretrained), not to import.",
+        )
+    if classes is None:  # asked only now: a file that is not a SEAM/MLPS checkpoint is named as what it is first
+        raise ConfigError(
+            "classes: name the checkpoint's classes in fc8 order, e.g. --classes luad, --classes bcss or "
+            "--classes NAME,NAME,..."
         )
     if variant == "auto":
         variant = "seam" if weights.kind == "seam" else "cam"

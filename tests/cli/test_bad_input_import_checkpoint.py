@@ -41,10 +41,11 @@ def test_the_output_may_not_be_the_source(invoke: Callable[..., Any], segment_ch
     assert segment_checkpoint.read_bytes() == before
 
 
+@pytest.mark.parametrize("classes", [["--classes", "luad"], []])
 def test_a_histo_daen_checkpoint_is_named_as_one(
-    invoke: Callable[..., Any], segment_checkpoint: Path, tmp_path: Path
+    invoke: Callable[..., Any], segment_checkpoint: Path, tmp_path: Path, classes: list[str]
 ) -> None:
-    outcome = invoke("import-checkpoint", segment_checkpoint, "-o", tmp_path / "imported.pt", "--classes", "luad")
+    outcome = invoke("import-checkpoint", segment_checkpoint, "-o", tmp_path / "imported.pt", *classes)
     assert outcome.code == 1
     assert outcome.error == (
         f"Error: {segment_checkpoint}: is already a histo-daen checkpoint (TE, NEC, LYM, TAS): there is nothing to "

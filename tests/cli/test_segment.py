@@ -28,7 +28,8 @@ def test_segment_one_slide(
     assert "1 slide(s): 1 ok, 0 failed" in result.output
     folder = out / "tiny"
     assert {p.name for p in folder.iterdir()} == {"map.zarr", "map.geojson", "overview.png", "summary.json"}
-    assert (out / "summary.csv").read_text().startswith("slide,status,error,mpp0,map_mpp,n_tiles,tissue_mm2,TE_mm2")
+    header = "slide,status,error,mpp0,map_mpp,n_tiles,seam_ratio,tissue_mm2,TE_mm2"
+    assert (out / "summary.csv").read_text().startswith(header)
     assert json.loads((folder / "summary.json").read_text())["map"]["map_mpp"] == 8.0
     check_ome_zarr(folder / "map.zarr")
     assert check_qupath_geojson(folder / "map.geojson", region=(0, 0, 1024, 768))["features"]

@@ -79,3 +79,14 @@ def test_yaml_nan_is_refused_naming_the_file(tmp_path: typing.Any) -> None:
 def test_defaults_are_inside_every_range() -> None:
     for section in SECTIONS:
         section()  # raises if a default broke its own range
+
+
+def test_segment_stitching_defaults_and_checks() -> None:
+    config = schema.SegmentConfig()
+    assert config.overlap is None and config.stitching == "slide" and config.min_region_um2 == 0.0
+    with pytest.raises(ConfigError, match=r"stitching: 'tiles' is not one of slide, tile\. Did you mean 'tile'\?"):
+        load_config(schema.SegmentConfig, overrides=["stitching=tiles"])
+    with pytest.raises(ConfigError, match=r"min_region_um2 must be in \[0, 1e\+08\] um², got -1"):
+        load_config(schema.SegmentConfig, overrides=["min_region_um2=-1"])
+    earlier = load_config(schema.SegmentConfig, overrides=["stitching=tile", "overlap=32"])
+    assert (earlier.stitching, earlier.overlap) == ("tile", 32)

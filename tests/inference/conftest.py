@@ -57,3 +57,20 @@ def half_glass_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = stained_pattern((512, 768), seed=1)
     image[:, 384:] = 245
     return write_pyramidal_tiff(tmp_path_factory.mktemp("slides") / "half_glass.tiff", image, mpp=0.5)
+
+
+@pytest.fixture(scope="session")
+def field_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """(path, level-0 pixels) of a 1536 x 1024 px TIFF at 0.5 um/px whose colour channels are smooth class fields.
+
+    Three smooth fields (red, decoded green, blue) rise and fall over 150-450 px, so which one is strongest (the
+    "class") changes along curved borders that cross tile borders at every angle; all of it is stained tissue.
+    """
+    yy, xx = np.mgrid[:1024, :1536].astype(np.float32)
+    red = 150 + 60 * np.sin(xx / 53.0 + 0.4 * np.sin(yy / 71.0))
+    green = 150 + 60 * np.sin(yy / 47.0 + 0.5 * np.cos(xx / 89.0) + 1.0)
+    blue = 150 + 60 * np.sin((xx + yy) / 67.0 + 2.0)
+    # Green is stored halved (decode: 2 * (g - 20)) so every pixel is saturated enough to count as tissue.
+    image = np.rint(np.stack([red, green / 2 + 20, blue], axis=-1)).astype(np.uint8)
+    path = write_pyramidal_tiff(tmp_path_factory.mktemp("slides") / "fields.tiff", image, mpp=0.5)
+    return path, image

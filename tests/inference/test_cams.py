@@ -14,6 +14,7 @@ from histo_daen.inference.cams import (
     InferenceView,
     cam_kind,
     compute_cams,
+    compute_tile_scores,
     inference_views,
     normalise_cams,
     select_labels,
@@ -231,3 +232,39 @@ def test_grad_cam_of_a_dense_head_matches_the_analytic_gradient() -> None:
 def test_cam_kind_says_what_actually_runs(variant: str, cam_source: str, expected: str) -> None:
     model = build_model(variant=variant, backbone="resnet18", width=0.125)
     assert cam_kind(model, InferenceConfig(cam_source=cam_source)) == expected
+
+
+def test_tile_scores_of_overlapping_tiles_agree_where_they_overlap() -> None:
+    """What slides need: a pixel's score does not depend on the rest of its tile (compute_cams rescales per tile)."""
+    image = _images(batch=1, shape_hw=(32, 48))
+    left, right = image[..., :32], image[..., 16:]  # two tiles sharing columns 16-31
+    for settings in (SINGLE_VIEW, dataclasses.replace(SINGLE_VIEW, cam_source="raw")):
+        a = compute_tile_scores(PixelCams(), left, settings=settings).scores
+        b = compute_tile_scores(PixelCams(), right, settings=settings).scores
+        torch.testing.assert_close(a[..., 16:], b[..., :16])
+    per_tile = [compute_cams(PixelCams(), tile, settings=SINGLE_VIEW).cams for tile in (left, right)]
+    assert not torch.allclose(per_tile[0][..., 16:], per_tile[1][..., :16])  # min-max per tile: they disagree
+
+
+def test_tile_scores_are_the_refined_cams_or_the_sigmoid_of_the_raw_ones() -> None:
+    images = _images()
+    refined = compute_tile_scores(PixelCams(), images, settings=SINGLE_VIEW)
+    raw_cams = torch.cat([images, images.mean(dim=1, keepdim=True)], dim=1)
+    torch.testing.assert_close(refined.scores, (1.0 - raw_cams).clamp(0.0, 1.0))
+    raw = compute_tile_scores(PixelCams(), images, settings=dataclasses.replace(SINGLE_VIEW, cam_source="raw"))
+    torch.testing.assert_close(raw.scores, torch.sigmoid(raw_cams))
+    expected = torch.sigmoid(torch.tensor([2.0, -2.0, 1.0, -3.0])).expand(2, -1)
+    torch.testing.assert_close(refined.probabilities, expected)  # every class kept: presence is decided later
+
+
+def test_tile_scores_average_the_views() -> None:
+    images = _images()
+    flipped = compute_tile_scores(PixelCams(), images, settings=dataclasses.replace(SINGLE_VIEW, flip=True))
+    single = compute_tile_scores(PixelCams(), images, settings=SINGLE_VIEW)
+    torch.testing.assert_close(flipped.scores, single.scores)  # a pixel-wise model: every view agrees
+
+
+def test_tile_scores_refuse_histosegnet() -> None:
+    model = build_model(variant="histosegnet", backbone="resnet18", width=0.25)
+    with pytest.raises(ValueError, match="use compute_cams"):
+        compute_tile_scores(model, _images(), settings=SINGLE_VIEW)

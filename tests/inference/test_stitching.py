@@ -8,6 +8,7 @@ import pytest
 from histo_daen.inference.stitching import (
     WINDOW_FLOOR,
     BandStitcher,
+    RampProfile,
     blend_window,
     map_values_from_scores,
 )
@@ -48,12 +49,25 @@ def test_blend_window_is_one_inside_and_ramps_to_the_floor_at_the_edges() -> Non
     np.testing.assert_allclose(window, window[::-1, ::-1])  # symmetric
 
 
-def test_neighbouring_ramps_cross_fade_to_one_plus_floor() -> None:
-    """Raised cosines of two tiles overlapping by the margin sum to a constant: no bright or dark seam."""
+@pytest.mark.parametrize("profile", ["cosine", "linear"])
+def test_neighbouring_ramps_cross_fade_to_one_plus_floor(profile: RampProfile) -> None:
+    """Ramps of two tiles overlapping by the margin sum to a constant: no bright or dark seam."""
     margin = 6
-    ramp = blend_window((1, 20), margin)[0]
+    ramp = blend_window((1, 20), margin, profile=profile)[0]
     summed = ramp[-margin:] + ramp[:margin]  # the right edge of one tile over the left edge of the next
     np.testing.assert_allclose(summed, 1.0 + WINDOW_FLOOR, rtol=1e-6)
+
+
+def test_linear_ramps_over_half_the_tile_interpolate_evenly_between_tile_centres() -> None:
+    """Tiles of 16 overlapping by 8: every column's share of the second tile grows by the same step, 1/8."""
+    window = blend_window((1, 16), 8, profile="linear")[0]
+    second_share = window[:8] / (window[:8] + window[8:])  # columns 8..15 of tile one are columns 0..7 of tile two
+    np.testing.assert_allclose(np.diff(second_share), 1 / 8, rtol=3 * WINDOW_FLOOR)  # the floor shifts it a little
+
+
+def test_unknown_ramp_profile_is_refused() -> None:
+    with pytest.raises(ValueError, match="profile must be 'linear' or 'cosine'"):
+        blend_window((4, 4), 2, profile="gaussian")  # type: ignore[arg-type]
 
 
 def test_flat_window_without_margin() -> None:

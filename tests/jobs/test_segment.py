@@ -23,6 +23,7 @@ from histo_daen.classes import LUAD
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.data.tissue_cases import write_tissue_case
+from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.zarr_map import read_tissue_map
 from histo_daen.jobs.cohort import Shard
 from histo_daen.jobs.segment import segment_cohort
@@ -60,12 +61,16 @@ def test_one_slide_gives_map_geojson_picture_and_summary(
     assert sum(area["percent_of_tissue"] for area in summary["areas"]) == pytest.approx(100.0)
     tissue_pixels = int((labels > 0).sum())
     assert summary["tissue_mm2"] == pytest.approx(tissue_pixels * (8 / 1000) ** 2)
+    # The seam ratio at the tile step: 64-px tiles overlapping by half are 32 model px = 8 map px apart.
+    assert summary["map"]["tile_step"] == 8
+    assert summary["map"]["seam_ratio"] == seam_ratio(np.asarray(labels), 8)
     collection = check_qupath_geojson(outcome.folder / "map.geojson", region=(0, 0, 1024, 768))
     assert collection["features"] and all(shape(f["geometry"]).area > 0 for f in collection["features"])
     assert (outcome.folder / "overview.png").stat().st_size > 1000
     (row,) = _csv_rows(report.table)
     assert row["slide"] == "tiny.tiff" and row["status"] == "done"
     assert float(row["tissue_mm2"]) == pytest.approx(summary["tissue_mm2"], abs=1e-4)
+    assert row["seam_ratio"] == ("" if summary["map"]["seam_ratio"] is None else f"{summary['map']['seam_ratio']:.3f}")
     assert not (outcome.folder / "map.zarr.partial").exists()
     assert (tmp_path / "config.yaml").exists()
 
@@ -178,6 +183,7 @@ import sys
 from pathlib import Path
 from histo_daen.config import load_config
 from histo_daen.config.schema import SegmentConfig
+from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.errors import ConfigError
 from histo_daen.jobs.segment import segment_cohort
 
