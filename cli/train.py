@@ -50,6 +50,15 @@ def _backbone(value: str | None) -> str | None:
     help="Local weights for the backbone: .params or .pth (ImageNet weights or a histo-daen checkpoint); for timm "
     "backbones a timm state dict (.safetensors, .bin, .pth). Nothing is downloaded.",
 )
+@options.setting(
+    "--recipe",
+    key="recipe",
+    type=click.Choice(["auto", "reference", "scratch"]),
+    help="Settings that follow the start: reference (the paper's ImageNet fine-tuning: frozen BatchNorm and stem, "
+    "momentum 5e-4, DAEN's attention as coded) or scratch (BatchNorm and stem train, momentum 0.9, residual "
+    "attention that cannot collapse); auto: reference with --pretrained weights, scratch without. Keys set "
+    "explicitly keep their value.",
+)
 @options.setting("--epochs", key="optim.epochs", type=click.IntRange(min=1), help="Passes over the training set.")
 @options.setting(
     "--batch-size", key="optim.batch_size", type=click.IntRange(min=1), help="Patches per step over all processes."
@@ -83,9 +92,11 @@ def train_command(
 ) -> None:
     """Train a CAM network from the patch labels in the file names of a LUAD-HistoSeg-style folder.
 
-    Settings come from the defaults (the paper's recipe), then --config, then these options and KEY=VALUE
-    overrides such as optim.momentum=0.9 or twin.scale=0.3 (every key: configs/ and docs/internals.md; an
-    option and a KEY=VALUE for the same key must agree).
+    Settings come from the defaults, then --config, then these options and KEY=VALUE overrides such as
+    twin.scale=0.3 (every key: configs/ and docs/internals.md; an option and a KEY=VALUE for the same key must
+    agree). The defaults follow the start (--recipe): the paper's recipe for ImageNet weights, one that learns
+    from random weights without them (config.yaml records what was used), so a plain
+    'histo-daen train --data-root D -o R' trains a working DAEN.
     Runs on the CPU (in bf16 with cpu_bf16=true, faster on CPUs with AVX512-BF16 or AMX), one GPU (bf16), or
     several processes under torchrun; an interrupted run continues with --resume.
 

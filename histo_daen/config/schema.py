@@ -7,7 +7,7 @@ Field comments give units; closed choices are ``Literal`` so the loader lists th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +95,7 @@ class TileConfig:
 
 Variant = Literal["daen", "seam", "cm", "sm", "cam", "histosegnet"]
 BackboneName = Literal["resnet38", "resnet18", "resnet50"]  # built in; also "timm:<timm model name>"
+AttentionForm = Literal["reference", "residual", "residual_centred"]
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,17 @@ class ModelConfig:
     input_mpp: float = 1.0  # microns per pixel of the patches the model was trained on (slide inference reads at it)
     input_size: int = 224  # patch side in pixels at input_mpp
     # Reference behaviour (SEAM/DAEN code) vs alternatives; docs in histo_daen/models/cam_net.py.
-    freeze_batchnorm: bool = True  # BN in eval mode, affine frozen (reference section 1.3); False trains BN
-    freeze_stem: bool = True  # no gradient to conv1a/b2* (ResNet38) or conv1/bn1/layer1 (torchvision), as SEAM/MLPS
+    # null: decided by the training start (histo_daen/training/recipe.py: frozen with ImageNet weights, trained from
+    # random weights); a model built outside training gets the reference value (true).
+    freeze_batchnorm: bool | None = None  # BN in eval mode, affine frozen (reference section 1.3); False trains BN
+    freeze_stem: bool | None = None  # no gradient to conv1a/b2* (ResNet38) or conv1/bn1/layer1 (torchvision)
     logits_pooling: Literal["stride8", "upsampled"] = "stride8"  # upsampled: SEAM's GAP of align_corners CAMs
     attention_position: Literal["pre_relu", "post_relu"] = "pre_relu"  # pre_relu: code (replaces the last ReLU)
     attention_lr_group: Literal["backbone", "new"] = "backbone"  # backbone: code (x1 LR); new: x10 with the heads
     pcm_output: Literal["replace", "add"] = "replace"  # replace: code (cam_rv); add: paper text (CAM + cam_rv)
+    # How the CSM/CM/SM weights act on the features (histo_daen/models/attention.py): reference (the DAEN code),
+    # residual, residual_centred; null: by the training start (the reference form outside training).
+    attention_form: AttentionForm | None = None
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -143,6 +149,32 @@ class ModelConfig:
         elif self.input_mean is not None or self.input_std is not None:
             raise ValueError("input_mean / input_std are used only with input_normalisation 'custom'")
 
+    def with_reference_choices(self) -> ModelConfig:
+        """This config with every start-dependent choice left null set to the reference code's value.
+
+        Training decides them by its start first (``histo_daen.training.recipe``); a network built directly, or
+        from a checkpoint written before a choice existed, is the reference network.
+        """
+        return replace(
+            self,
+            freeze_batchnorm=True if self.freeze_batchnorm is None else self.freeze_batchnorm,
+            freeze_stem=True if self.freeze_stem is None else self.freeze_stem,
+            attention_form="reference" if self.attention_form is None else self.attention_form,
+        )
+
+    def with_choices_of(self, other: ModelConfig) -> ModelConfig:
+        """This config with every start-dependent choice left null taken from ``other`` (a built network's).
+
+        A request that leaves a choice to the training start accepts whatever the start decided: comparing a
+        requested config with a checkpoint's compares only what the request names.
+        """
+        return replace(
+            self,
+            freeze_batchnorm=other.freeze_batchnorm if self.freeze_batchnorm is None else self.freeze_batchnorm,
+            freeze_stem=other.freeze_stem if self.freeze_stem is None else self.freeze_stem,
+            attention_form=other.attention_form if self.attention_form is None else self.attention_form,
+        )
+
 
 # Input rescale factors of test-time views: SEAM's largest is 2; 4 already makes a 224-px patch a 896-px input
 # (16x the pixels and activations of one view).
@@ -151,16 +183,18 @@ INFERENCE_SCALE_RANGE = (0.1, 4.0)
 CamSource = Literal["refined", "raw"]
 CamNormalisation = Literal["per_class", "global"]
 LabelSource = Literal["predicted", "dataset", "masks"]
+LabelViews = Literal["x1", "x1_flip", "all"]
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
     """CAMs for a batch and the CAM -> label-map rule (reference.md §5); one section for evaluate and segment.
 
-    The defaults are SEAM's test-time setting on the PCM output (scales {0.5, 1, 1.5, 2} with horizontal flips),
-    image-level labels predicted by the classifier at the MLPS threshold (the only source on unlabelled test
-    patches and slides), argmax over the tissue classes and white glass labelled exclude (MLPS, §5.3).
-    The MLPS protocol itself is ``cam_source: raw, scales: [1.0], flip: false, normalisation: global``.
+    The defaults: the PCM output summed over SEAM's test-time views (scales {0.5, 1, 1.5, 2} with horizontal
+    flips), min-max per class; the classes a patch may contain predicted by the classifier on the x1 view (the
+    patch at the model's own resolution) above the MLPS threshold 0.25; argmax over those tissue classes, nothing
+    labelled exclude (as WSSS-Tissue's test). The MLPS protocol itself is ``cam_source: raw, scales: [1.0],
+    flip: false, normalisation: global`` (configs/evaluate_mlps.yaml).
     """
 
     cam_source: CamSource = "refined"  # refined: PCM output (SEAM/DAEN); raw: fc8 CAMs (variants without PCM: raw)
@@ -170,8 +204,12 @@ class InferenceConfig:
     normalisation: CamNormalisation = "per_class"  # per_class: SEAM min-max per class; global: MLPS, one range
     label_source: LabelSource = "predicted"  # which classes may appear: predicted | dataset labels | masks (optimistic)
     label_threshold: float = 0.25  # classifier probability above which a class counts as present (MLPS: 0.25)
+    # Which views' probabilities decide the predicted classes: x1 (the unscaled view, as MLPS), x1_flip (it and its
+    # mirror, averaged) or all (every CAM view averaged, the former default; average-pooled scores change with the
+    # scale, so wrong classes pass the threshold). Views missing from scales/flip are run for the labels only.
+    label_views: LabelViews = "x1"
     background_alpha: float | None = None  # VOC-style: pixels whose best CAM is below alpha become exclude (SEAM 0.26)
-    white_exclude: bool = True  # grey > white_grey_level in components >= white_min_pixels -> exclude (MLPS)
+    white_exclude: bool = False  # grey > white_grey_level in components >= white_min_pixels -> exclude (MLPS masks)
     white_grey_level: int = 200  # 0-255 grey level above which a pixel is white glass
     white_min_pixels: int = 50  # smaller white components (4-connected) stay tissue
 
@@ -389,7 +427,9 @@ class OptimConfig:
 
     lr: float = 0.01  # base learning rate (backbone weights); biases x2, new layers x10, new biases x20
     new_layer_lr_multiplier: float = 10.0  # heads trained from scratch (fc8, PCM): SEAM 10
-    momentum: float = 5e-4  # reference code's value: SGD(params, lr, weight_decay) put 5e-4 into momentum
+    # null: by the training start (histo_daen/training/recipe.py): the reference code's 5e-4 (its SGD(params, lr,
+    # weight_decay) put the decay into momentum) with ImageNet weights, 0.9 from random weights
+    momentum: float | None = None
     weight_decay: float = 5e-4  # on weights; biases get none (SEAM)
     poly_power: float = 0.9  # lr_g = lr0_g * (1 - step / max_steps) ** poly_power
     batch_size: int = 8  # patches per optimiser step, over all processes and micro-batches
@@ -402,7 +442,8 @@ class OptimConfig:
         # Above 10 no network trains: the first step already overflows (SEAM: 0.01; new layers get x10).
         _check_range("lr", self.lr, 0.0, 10.0, low_open=True)
         _check_range("new_layer_lr_multiplier", self.new_layer_lr_multiplier, 0.0, 1000.0, low_open=True)
-        _check_range("momentum", self.momentum, 0.0, 0.999)  # 1 and above: the velocity never decays
+        if self.momentum is not None:
+            _check_range("momentum", self.momentum, 0.0, 0.999)  # 1 and above: the velocity never decays
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         _check_range("poly_power", self.poly_power, 0.0, 100.0)
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
@@ -426,7 +467,10 @@ class TrainConfig:
     twin: TwinConfig = field(default_factory=TwinConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    pretrained: Path | None = None  # local backbone weights (.params or .pth); none: random init, with a warning
+    pretrained: Path | None = None  # local backbone weights (.params, .pth or a histo-daen .pt); none: random init
+    # The settings left null above follow the start (histo_daen/training/recipe.py): auto = reference with external
+    # pretrained weights (ImageNet, SEAM, MLPS), scratch from random weights or a histo-daen run trained from scratch.
+    recipe: Literal["auto", "reference", "scratch"] = "auto"
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA (losses in float32); CPU runs float32 unless cpu_bf16
     cpu_bf16: bool = False  # bf16 autocast on CPU too: ~2x faster on CPUs with AVX512-BF16/AMX, slower elsewhere
@@ -469,6 +513,9 @@ class DemoConfig:
     train_config: str = "demo"  # the training recipe: a shipped config's name or a YAML file
     train_overrides: tuple[str, ...] = ()  # section.key=value on top of train_config, e.g. optim.max_steps=2
     segment_overrides: tuple[str, ...] = ()  # key=value on top of the segment defaults, e.g. chunk_size=64
+    # torch threads for training and inference, pinned: the same run gives other figures with another thread count
+    # (the order of floating-point sums changes), so the core count or OMP_NUM_THREADS would change the results
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if min(self.slide_size) < 256:
@@ -477,3 +524,5 @@ class DemoConfig:
             raise ValueError("n_train, n_val and n_test must be at least 1")
         if not self.variants:
             raise ValueError("variants must name at least one method")
+        if not 1 <= self.threads <= 256:
+            raise ValueError(f"threads must be in [1, 256], got {self.threads}")

@@ -162,7 +162,9 @@ def _protocol_summary(record: dict[str, Any]) -> str:
     protocol = record["protocol"]
     parts = [str(protocol.get("name", "?")), f"{protocol.get('label_source', '?')} labels"]
     if protocol.get("label_source") == "predicted":
-        parts[-1] += f" > {protocol.get('label_threshold')}"
+        # Records written before label_views existed decided the labels on the mean of all views.
+        views = {"x1": "x1 view", "x1_flip": "x1 + mirror", "all": "all views"}.get(protocol.get("label_views", "all"))
+        parts[-1] += f" > {protocol.get('label_threshold')} ({views})"
     used = protocol.get("cams_used", protocol.get("cam_source"))
     if used is not None:
         parts.append("Grad-CAM" if used == "grad-cam" else f"{used} CAMs")
@@ -171,6 +173,8 @@ def _protocol_summary(record: dict[str, Any]) -> str:
         parts.append(f"{len(scales)} scale{'s' if len(scales) > 1 else ''}{' + flips' if protocol.get('flip') else ''}")
     if protocol.get("background_alpha") is not None:
         parts.append(f"alpha {protocol['background_alpha']}")
+    if protocol.get("white_exclude"):
+        parts.append("white glass excluded")
     return ", ".join(parts)
 
 

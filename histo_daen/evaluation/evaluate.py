@@ -14,13 +14,15 @@ The folder is built aside and moved into place when complete (an interrupted run
 an existing folder is replaced only with ``overwrite``.
 
 Patches are scored at their own resolution. A model trained on rescaled patches (``data.input_scale`` in its run
-config, e.g. SEAM's 2.0) sees them at that scale: the inference scales are multiplied by it and the maps come back
-at the patch size.
+config, e.g. SEAM's 2.0) sees them at that scale: the inference scales are multiplied by it (so the "x1" view that
+decides the predicted classes is the model's own resolution) and the maps come back at the patch size.
+
+``metrics.json``'s ``protocol`` says in words what ran: how the classes of a patch were chosen, how the CAMs were
+made, the label-map rule and the scoring rule, beside the raw settings.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -45,8 +47,8 @@ from histo_daen.evaluation.folders import replace_folder
 from histo_daen.evaluation.metrics import PROTOCOL, Scores, confusion_matrix, scores
 from histo_daen.evaluation.pictures import save_confusion_matrix, save_example
 from histo_daen.evaluation.report import format_scores_table, write_metrics
-from histo_daen.inference.cams import cam_kind, compute_cams
-from histo_daen.inference.labels import cams_to_label_map
+from histo_daen.inference.cams import cam_kind, compute_cams, describe_cams
+from histo_daen.inference.labels import cams_to_label_map, describe_label_map
 from histo_daen.models.checkpoint import LoadedModel, load_model
 from histo_daen.progress import progress_bar
 from histo_daen.resources import require_workers
@@ -156,7 +158,7 @@ def evaluate_model(
     """
     n_classes = len(classes)
     input_scale = _input_scale(loaded.config)
-    settings = dataclasses.replace(cfg.inference, scales=tuple(s * input_scale for s in cfg.inference.scales))
+    settings = cfg.inference
     dataset = PatchDataset(records, n_classes=n_classes, with_masks=True)
     loader: DataLoader[Any] = DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, collate_fn=list
@@ -172,7 +174,11 @@ def evaluate_model(
             images = torch.stack([item["image"] for item in items]).to(device)  # (B, 3, H, W) in [0, 1]
             masks = torch.stack([item["mask"] for item in items])  # (B, H, W) int64, CPU
             result = compute_cams(
-                loaded.model, images, settings=settings, image_labels=_image_labels(items, settings, n_classes)
+                loaded.model,
+                images,
+                settings=settings,
+                image_labels=_image_labels(items, settings, n_classes),
+                input_scale=input_scale,
             )
             predicted = cams_to_label_map(
                 result.cams,
@@ -317,6 +323,15 @@ def _record(
     codes = class_set(loaded.model_config.class_set).codes
     input_scale = _input_scale(loaded.config)
     settings = to_plain_dict(cfg.inference)
+    kind = cam_kind(loaded.model, cfg.inference)
+    steps = {
+        **describe_cams(cfg.inference, kind=kind, input_scale=input_scale),
+        "label_map": describe_label_map(cfg.inference, background_map=kind == "grad-cam"),
+        "scoring": (
+            "one confusion matrix over the split; ground-truth exclude pixels ignored; predicted exclude on "
+            "tissue counts as a miss; mIoU = nanmean of the per-class IoU over the tissue classes"
+        ),
+    }
     return {
         "histo_daen_version": __version__,
         "method": loaded.model_config.variant,
@@ -326,12 +341,10 @@ def _record(
         "confusion_matrix": matrix.tolist(),
         "protocol": {
             "name": PROTOCOL,
-            "description": (
-                "one confusion matrix over the split; ground-truth exclude pixels ignored; predicted exclude on "
-                "tissue counts as a miss; mIoU = nanmean of the per-class IoU over the tissue classes"
-            ),
+            "description": steps["scoring"],
+            "steps": steps,
             **settings,
-            "cams_used": cam_kind(loaded.model, cfg.inference),  # what ran: grad-cam, refined (PCM) or raw
+            "cams_used": kind,  # what ran: grad-cam, refined (PCM) or raw
             "effective_scales": [s * input_scale for s in cfg.inference.scales],
         },
         "image_labels": label_stats,

@@ -19,6 +19,15 @@ Image-level labels decide which classes may appear (``settings.label_source``): 
 classifier's probabilities (MLPS: 0.25; the only choice on unlabelled test patches and slides); ``"dataset"`` and
 ``"masks"`` use the ``image_labels`` the caller passes (patch labels from file names, or the classes present in
 the ground-truth mask: optimistic, as TPRO does). The choice is returned in :attr:`CamResult.label_source`.
+
+Predicted labels come from the views named by ``settings.label_views``, by default the x1 view alone (the patch at
+the model's own resolution, no mirror), as MLPS decides them. Averaging the probabilities of every view instead
+(``"all"``) lets the wrong classes through: the logits are average-pooled CAMs, and their size changes with the
+input scale, so the 0.25 threshold means something else at x0.5 and at x2. Label views that are not CAM views (the
+x1 view when ``scales`` lacks 1.0, the mirror when ``flip`` is off) cost one extra forward pass each.
+
+``input_scale`` is the factor that brings a batch to the model's resolution (a model trained on patches resized by
+``data.input_scale``): every view's scale is multiplied by it, so "x1" means the model's resolution, not the file's.
 """
 
 from __future__ import annotations
@@ -43,7 +52,9 @@ __all__ = [
     "cam_kind",
     "compute_cams",
     "compute_tile_scores",
+    "describe_cams",
     "inference_views",
+    "label_views",
     "normalise_cams",
     "select_labels",
     "subtract_classes",
@@ -63,7 +74,8 @@ class CamResult:
 
     Attributes:
         cams: (B, K, H, W) float32 in [0, 1], input resolution, on the images' device; 0 for unused classes.
-        probabilities: (B, K) float32 classifier probabilities (sigmoid of the logits), mean over the views.
+        probabilities: (B, K) float32 classifier probabilities (sigmoid of the logits), mean over the label views
+            (``settings.label_views``; by default the x1 view alone).
         labels_used: (B, K) bool, the classes allowed to appear in each image.
         label_source: "predicted" | "dataset" | "masks", as in the settings.
         background: (B, 1, H, W) float32 in [0, 1], HistoSegNet's white-background map after class subtraction;
@@ -118,16 +130,30 @@ class InferenceView:
         return restored
 
 
-def inference_views(settings: CamSettings) -> tuple[InferenceView, ...]:
-    """Every combination of the settings' scales, mirror and rotations (SEAM's reference setting: 8 views)."""
+def inference_views(settings: CamSettings, *, input_scale: float = 1.0) -> tuple[InferenceView, ...]:
+    """Every combination of the settings' scales (times ``input_scale``), mirror and rotations (SEAM: 8 views)."""
     flips = (False, True) if settings.flip else (False,)
     turns = (0, 1, 2, 3) if settings.rotate else (0,)
     return tuple(
-        InferenceView(scale=float(scale), flip=flip, quarter_turns=turn)
+        InferenceView(scale=float(scale) * input_scale, flip=flip, quarter_turns=turn)
         for scale in settings.scales
         for flip in flips
         for turn in turns
     )
+
+
+def label_views(settings: CamSettings, *, input_scale: float = 1.0) -> tuple[InferenceView, ...]:
+    """The views whose probabilities decide the predicted classes (``settings.label_views``; module docstring).
+
+    ``"x1"``: the batch at the model's resolution (``input_scale``), unmirrored; ``"x1_flip"``: that and its
+    mirror; ``"all"``: every CAM view of :func:`inference_views`.
+    """
+    if settings.label_views == "all":
+        return inference_views(settings, input_scale=input_scale)
+    unit = InferenceView(scale=float(input_scale))
+    if settings.label_views == "x1_flip":
+        return (unit, InferenceView(scale=float(input_scale), flip=True))
+    return (unit,)
 
 
 def select_labels(
@@ -254,6 +280,7 @@ def compute_cams(
     *,
     settings: CamSettings,
     image_labels: torch.Tensor | None = None,
+    input_scale: float = 1.0,
 ) -> CamResult:
     """CAMs of a batch at input resolution, aggregated over test-time views and masked by image-level labels.
 
@@ -265,30 +292,37 @@ def compute_cams(
         model: a CAM network whose forward returns ``CamNetOutput`` (``logits``, ``cams``, ``cams_refined``), or a
             :class:`~histo_daen.models.histosegnet.HistoSegNet`; on the same device as ``images``.
         images: (B, 3, H, W) float32 RGB in [0, 1] (the model normalises internally).
-        settings: the ``inference`` config section (views, CAM source, normalisation, label source).
+        settings: the ``inference`` config section (views, CAM source, normalisation, label source and views).
         image_labels: (B, K) bool or 0/1, the allowed classes for label sources "dataset" and "masks".
+        input_scale: factor from the images to the model's resolution; multiplies every view's scale.
 
     Returns:
         A :class:`CamResult`. Variants without a PCM use their raw CAMs whatever ``cam_source`` says.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    if input_scale <= 0:
+        raise ValueError(f"input_scale must be positive, got {input_scale}")
     shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
     kind = cam_kind(model, settings)
-    views = inference_views(settings)
+    cam_views = inference_views(settings, input_scale=input_scale)
+    probability_views = label_views(settings, input_scale=input_scale)
     summed: torch.Tensor | None = None
     probability_sum: torch.Tensor | None = None
     with _eval_mode(model):
-        for view in views:
+        # CAM views first, then label-only views; each view runs once, whatever it is used for.
+        for view in dict.fromkeys((*cam_views, *probability_views)):
             view_images = view.apply(images)
             logits, maps = _view_maps(model, view_images, kind)
-            view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
-            restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
-            probabilities = torch.sigmoid(logits.float())
-            summed = restored if summed is None else summed + restored
-            probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
-    assert summed is not None and probability_sum is not None  # settings guarantee at least one view
-    probabilities = probability_sum / len(views)
+            if view in cam_views:
+                view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
+                restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
+                summed = restored if summed is None else summed + restored
+            if view in probability_views:
+                probabilities = torch.sigmoid(logits.float())
+                probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
+    assert summed is not None and probability_sum is not None  # settings guarantee at least one view of each
+    probabilities = probability_sum / len(probability_views)
     labels_used = select_labels(probabilities, settings=settings, image_labels=image_labels)
     label_mask = labels_used[:, :, None, None].to(summed.dtype)
     if model.abilities.grad_cam:
@@ -296,6 +330,53 @@ def compute_cams(
         return CamResult(cams, probabilities, labels_used, settings.label_source, background)
     cams = normalise_cams((summed * label_mask).clamp(min=0.0), mode=settings.normalisation)
     return CamResult(cams, probabilities, labels_used, settings.label_source)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def describe_cams(settings: CamSettings, *, kind: str, input_scale: float = 1.0) -> dict[str, str]:
+    """What :func:`compute_cams` does with these settings, in words, for ``metrics.json`` and map provenance.
+
+    Args:
+        settings: the ``inference`` section.
+        kind: :func:`cam_kind` of the model ("grad-cam", "refined" or "raw").
+        input_scale: as given to :func:`compute_cams`.
+
+    Returns:
+        ``{"image_labels": ..., "cams": ...}``: which classes may appear in a patch, and how its maps are made.
+    """
+    at = "the model's resolution" if input_scale == 1.0 else f"the patch resized x{_number(input_scale)}"
+    if settings.label_source == "predicted":
+        views = {
+            "x1": f"the x1 view ({at}, unmirrored)",
+            "x1_flip": f"the mean of the x1 view ({at}) and its mirror",
+            "all": "the mean over every CAM view below",
+        }[settings.label_views]
+        labels = (
+            f"classes whose classifier probability exceeds {_number(settings.label_threshold)} on {views}; "
+            "the most probable class when none does"
+        )
+    elif settings.label_source == "dataset":
+        labels = "the patch label in the file name"
+    else:
+        labels = "the classes present in the ground-truth mask (optimistic: the test labels are given)"
+    n_views = len(inference_views(settings, input_scale=input_scale))
+    scales = ", ".join(_number(s) for s in settings.scales)
+    extras = [text for on, text in ((settings.flip, "mirrored"), (settings.rotate, "turned by 90, 180, 270")) if on]
+    view_text = f"{n_views} view{'s' if n_views > 1 else ''} (scale{'s' if len(settings.scales) > 1 else ''} {scales}"
+    view_text += f" x {at}" + (f", each also {' and '.join(extras)}" if extras else "") + ")"
+    if kind == "grad-cam":
+        cams = (
+            f"HistoSegNet Grad-CAM summed over {view_text}, other classes zeroed, each class divided by its "
+            "maximum and multiplied by its probability; white-background map; class subtraction"
+        )
+    else:
+        source = "PCM-refined CAMs" if kind == "refined" else "raw CAMs (fc8)"
+        norm = "per class" if settings.normalisation == "per_class" else "over all classes at once"
+        cams = f"{source} summed over {view_text}, other classes zeroed, clamped at 0, min-max normalised {norm}"
+    return {"image_labels": labels, "cams": cams}
 
 
 def _histosegnet_maps(
@@ -318,7 +399,8 @@ class TileScores:
         scores: (B, K, H, W) float32 in [0, 1] at input resolution: the PCM-refined CAMs as the network gives them
             (``cam_kind`` "refined"), or the sigmoid of the raw CAMs ("raw"), mean over the test-time views.
             Neither rescaled per tile nor masked by the tile's predicted classes.
-        probabilities: (B, K) float32 classifier probabilities (sigmoid of the logits), mean over the views.
+        probabilities: (B, K) float32 classifier probabilities (sigmoid of the logits), mean over the label views
+            (``settings.label_views``; by default the x1 view alone), as in :class:`CamResult`.
     """
 
     scores: torch.Tensor
@@ -352,19 +434,23 @@ def compute_tile_scores(model: CamNet, images: torch.Tensor, *, settings: CamSet
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
     shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
-    views = inference_views(settings)
+    cam_views = inference_views(settings)
+    probability_views = label_views(settings)
     summed: torch.Tensor | None = None
     probability_sum: torch.Tensor | None = None
     with _eval_mode(model):
-        for view in views:
+        # As compute_cams: CAM views first, then label-only views; each view runs once.
+        for view in dict.fromkeys((*cam_views, *probability_views)):
             view_images = view.apply(images)
             logits, maps = _view_maps(model, view_images, kind)
-            view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
-            restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
-            probabilities = torch.sigmoid(logits.float())
-            summed = restored if summed is None else summed + restored
-            probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
-    assert summed is not None and probability_sum is not None  # settings guarantee at least one view
-    mean = summed / len(views)
+            if view in cam_views:
+                view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
+                restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
+                summed = restored if summed is None else summed + restored
+            if view in probability_views:
+                probabilities = torch.sigmoid(logits.float())
+                probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
+    assert summed is not None and probability_sum is not None  # settings guarantee at least one view of each
+    mean = summed / len(cam_views)
     scores = mean.clamp(0.0, 1.0) if kind == "refined" else torch.sigmoid(mean)
-    return TileScores(scores, probability_sum / len(views))
+    return TileScores(scores, probability_sum / len(probability_views))

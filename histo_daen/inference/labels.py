@@ -6,8 +6,11 @@ classes allowed for its image (no background class is predicted, as in MLPS §5.
 1. HistoSegNet's white-background map, when given, wins where it exceeds every class map -> exclude;
 2. the VOC-style background threshold (``settings.background_alpha``, SEAM's ``out_cam_pred_alpha``): where the
    best class score is at or below alpha -> exclude (ties go to background, as SEAM's argmax over [alpha, CAMs]);
-3. white glass (MLPS ``gen_bg_mask``, §5.3): grey level above ``white_grey_level`` (200) in 4-connected components
-   of at least ``white_min_pixels`` (50) -> exclude. This matches how LUAD-HistoSeg masks mark exclude regions.
+3. white glass (MLPS ``gen_bg_mask``, §5.3), when ``white_exclude`` is on: grey level above ``white_grey_level``
+   (200) in 4-connected components of at least ``white_min_pixels`` (50) -> exclude. MLPS uses this rule to make
+   its stage-2 pseudo-masks, never when scoring (its test takes the argmax over the four classes), so it is off by
+   default: scored against LUAD-HistoSeg-style masks it turns pale tissue (alveolar spaces, loose stroma) into
+   misses.
 
 Exclude is the dataset's exclude index (4), which the LUAD protocol ignores in the ground truth and counts as a
 miss in the prediction. Masks are written as palette PNGs with the class table's palette
@@ -23,7 +26,7 @@ from skimage.morphology import remove_small_objects
 from histo_daen.classes import LUAD
 from histo_daen.config.schema import InferenceConfig
 
-__all__ = ["cams_to_label_map", "white_glass_mask"]
+__all__ = ["cams_to_label_map", "describe_label_map", "white_glass_mask"]
 
 # ITU-R 601 luma, as OpenCV's RGB2GRAY (MLPS gen_bg_mask) and Pillow's convert("L").
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -48,6 +51,27 @@ def white_glass_mask(images: torch.Tensor, *, grey_level: int = 200, min_pixels:
     white = (grey.round() > grey_level).cpu().numpy()
     kept = np.stack([remove_small_objects(w, max_size=min_pixels - 1, connectivity=1) for w in white])
     return torch.from_numpy(kept).to(images.device)
+
+
+def describe_label_map(settings: InferenceConfig, *, background_map: bool = False) -> str:
+    """The rule of :func:`cams_to_label_map` with these settings, in words (for ``metrics.json``).
+
+    Args:
+        settings: ``background_alpha`` and the white-glass fields.
+        background_map: a competing background map is given (HistoSegNet).
+    """
+    rules = []
+    if background_map:
+        rules.append("the white-background map beats every class")
+    if settings.background_alpha is not None:
+        rules.append(f"the best class score is at most {settings.background_alpha:g}")
+    if settings.white_exclude:
+        rules.append(
+            f"white glass (grey level > {settings.white_grey_level} in 4-connected components of at least "
+            f"{settings.white_min_pixels} px)"
+        )
+    text = "argmax over the classes allowed in the patch"
+    return text + ("; exclude where " + " or ".join(rules) if rules else "; nothing is labelled exclude")
 
 
 def cams_to_label_map(

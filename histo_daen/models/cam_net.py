@@ -158,7 +158,7 @@ class CamNet(nn.Module):
         self, config: ModelConfig, backbone: Backbone, *, attention: nn.Module | None = None, use_pcm: bool = True
     ) -> None:
         super().__init__()
-        self.config = config
+        self.config = config.with_reference_choices()
         own_tensors = [*backbone.named_parameters(recurse=False), *backbone.named_buffers(recurse=False)]
         if own_tensors:
             raise ValueError(f"backbone tensors must live in submodules, found {[n for n, _ in own_tensors]}")

@@ -49,6 +49,7 @@ __all__ = [
     "load_model",
     "model_config_of",
     "non_finite_tensors",
+    "peek_run_config",
     "read_checkpoint",
     "restore_weights",
     "save_checkpoint",
@@ -231,12 +232,35 @@ def _is_bare_state_dict(loaded: Any) -> bool:
     return isinstance(loaded, Mapping) and bool(loaded) and all(isinstance(v, torch.Tensor) for v in loaded.values())
 
 
+def peek_run_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run config stored in a histo-daen checkpoint, or None for any other file (weights, unreadable files).
+
+    For decisions made before a model exists (the training recipe of a run started from this checkpoint); the
+    loader that reads the file next reports what is wrong with one that cannot be read.
+
+    Returns:
+        The ``config`` dict (with ``model`` at least) or None.
+    """
+    try:
+        loaded = safe_torch_load(Path(path), _CHECKPOINT_FILE)
+    except CheckpointError:
+        return None
+    if not isinstance(loaded, Mapping) or "format_version" not in loaded:
+        return None
+    config = loaded.get("config")
+    config = dict(config) if isinstance(config, Mapping) else {}
+    if not isinstance(config.get("model"), Mapping) and isinstance(loaded.get("model_config"), Mapping):
+        config["model"] = dict(loaded["model_config"])
+    return config
+
+
 def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig | None = None) -> dict[str, Any]:
     """Read and validate a histo-daen checkpoint (``weights_only=True``, tensors on the CPU).
 
     Args:
         path: the checkpoint file.
-        expected_model: when given, the checkpoint's model config must equal it field for field.
+        expected_model: when given, the checkpoint's model config must equal it field for field (the choices it
+            leaves to the training start, null, accept the checkpoint's).
 
     Returns:
         The checkpoint dict (see the module docstring), ``model_config`` and ``config`` as plain dicts.
@@ -275,7 +299,7 @@ def read_checkpoint(path: str | os.PathLike[str], *, expected_model: ModelConfig
     if expected_model is not None:
         require_same(
             to_plain_dict(stored),
-            to_plain_dict(expected_model),
+            to_plain_dict(expected_model.with_choices_of(stored)),
             path=source,
             subject="was made with another model config",
             hint="Drop the conflicting options: the checkpoint's own model config is used to rebuild the model.",

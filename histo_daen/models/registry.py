@@ -109,7 +109,7 @@ def build_model(cfg: ModelConfig | None = None, /, **fields: Any) -> CamNet:
     """
     raw = to_plain_dict(cfg if cfg is not None else ModelConfig()) | fields
     # Re-validated even for a ready-made config: a dataclass built in code skips the loader's Literal checks.
-    checked = config_from_mapping(ModelConfig, raw, "model")
+    checked = config_from_mapping(ModelConfig, raw, "model").with_reference_choices()
     builder = _look_up("variant", checked.variant, _VARIANTS)
     if checked.backbone.startswith(TIMM_PREFIX):
         timm_model_name(checked.backbone)
@@ -129,6 +129,7 @@ def _cam_net(cfg: ModelConfig, *, use_channel: bool, use_spatial: bool, use_pcm:
             pooling=cfg.spatial_pooling,
             use_channel=use_channel,
             use_spatial=use_spatial,
+            form=cfg.attention_form or "reference",  # set by ModelConfig.with_reference_choices
         )
     return CamNet(cfg, backbone, attention=attention, use_pcm=use_pcm)
 

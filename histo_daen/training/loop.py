@@ -47,7 +47,13 @@ from histo_daen.errors import (
     WeightsError,
 )
 from histo_daen.models.cam_net import CamNet
-from histo_daen.models.checkpoint import checkpoint_state, read_checkpoint, restore_weights, save_checkpoint
+from histo_daen.models.checkpoint import (
+    checkpoint_state,
+    peek_run_config,
+    read_checkpoint,
+    restore_weights,
+    save_checkpoint,
+)
 from histo_daen.models.registry import build_model
 from histo_daen.progress import progress_bar
 from histo_daen.provenance import require_same
@@ -62,6 +68,7 @@ from histo_daen.training.distributed import (
     mean_over_ranks,
 )
 from histo_daen.training.objective import LossTerms, TwinNetwork, classification_objective, seam_objective
+from histo_daen.training.recipe import resolve_recipe
 from histo_daen.training.sampling import EpochBatchSampler
 from histo_daen.training.schedule import build_optimizer, build_schedule
 
@@ -237,10 +244,17 @@ def _load_pretrained(model: CamNet, cfg: TrainConfig, ctx: DistributedContext) -
     if cfg.pretrained is None:
         if ctx.is_main:
             logger.warning(
-                "NO PRETRAINED WEIGHTS: the %s backbone starts from RANDOM weights. CAMs will be far from the "
-                "paper's; pass --pretrained FILE (ImageNet weights, e.g. SEAM's ilsvrc-cls_rna-a1_cls1000_ep-0001"
-                ".params for resnet38) for a real run.",
+                "NO PRETRAINED WEIGHTS: the %s backbone starts from random weights, with the %r recipe "
+                "(freeze_batchnorm=%s, freeze_stem=%s, momentum %s, attention_form %s). The paper fine-tunes "
+                "ImageNet weights: pass --pretrained FILE (e.g. SEAM's ilsvrc-cls_rna-a1_cls1000_ep-0001.params "
+                "for resnet38) for its recipe.%s",
                 cfg.model.backbone,
+                cfg.recipe,
+                cfg.model.freeze_batchnorm,
+                cfg.model.freeze_stem,
+                cfg.optim.momentum,
+                cfg.model.attention_form,
+                " Frozen random BatchNorm does not learn: use recipe=scratch." if cfg.model.freeze_batchnorm else "",
             )
         return
     try:
@@ -413,6 +427,10 @@ def _train(
     micro_batch = _check_config(cfg, ctx)
     require_workers(cfg.data.workers, setting="data.workers (--workers)")
     resume_from, replaced = _prepare_run_folder(output_dir, resume=resume, overwrite=overwrite)
+    stored = peek_run_config(resume_from) if resume_from is not None else None
+    cfg, recipe_note = resolve_recipe(cfg, stored_recipe=(stored or {}).get("recipe"))
+    if ctx.is_main:
+        logger.info("%s", recipe_note)
     records = load_splits(cfg.data, ("train",), progress=progress and ctx.is_main)["train"]
     optim = cfg.optim
     steps_per_epoch = len(records) // optim.batch_size
@@ -701,7 +719,8 @@ def _run_steps(
                             logger.warning(
                                 "step %d: only %.1f %% of the pixels of present classes light up in the CAMs: they "
                                 "have collapsed onto a few peaks, which satisfies the equivariant loss trivially "
-                                "(seen with DAEN from random weights). Start from pretrained weights (--pretrained).",
+                                "(DAEN's coded attention does this from random weights, model.attention_form="
+                                "reference). Use the scratch recipe's residual attention or pretrained weights.",
                                 step,
                                 100 * losses["cam_coverage"],
                             )

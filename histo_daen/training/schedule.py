@@ -3,7 +3,7 @@
 Groups (empty ones are dropped): backbone weights x1 with weight decay, backbone biases x2 without, new layers'
 weights x``new_layer_lr_multiplier`` (10) with weight decay, new biases x2 that without. Before step s every group
 runs at ``lr0_g * (1 - s / max_steps) ** power``. The reference's accidental momentum (5e-4, from passing weight
-decay positionally to SGD) is ``OptimConfig.momentum``'s default; set 0.9 for textbook SGD.
+decay positionally to SGD) is the ``reference`` recipe's; the ``scratch`` recipe uses 0.9 (``training/recipe.py``).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def parameter_groups_for_sgd(groups: Mapping[str, Sequence[nn.Parameter]], cfg: 
 
 
 def build_optimizer(groups: Mapping[str, Sequence[nn.Parameter]], cfg: OptimConfig) -> torch.optim.SGD:
-    """SGD over :func:`parameter_groups_for_sgd` with the config's momentum."""
-    return torch.optim.SGD(parameter_groups_for_sgd(groups, cfg), lr=cfg.lr, momentum=cfg.momentum)
+    """SGD over :func:`parameter_groups_for_sgd` with the config's momentum (null: the reference's 5e-4; training
+    decides it by its start first, ``histo_daen.training.recipe``)."""
+    momentum = 5e-4 if cfg.momentum is None else cfg.momentum
+    return torch.optim.SGD(parameter_groups_for_sgd(groups, cfg), lr=cfg.lr, momentum=momentum)
 
 
 def build_schedule(

@@ -37,7 +37,8 @@ def test_train_writes_a_run_and_reports_it(dataset: Path, tmp_path: Path) -> Non
     assert "Trained 2/2 steps (seam objective, loss " in result.stdout
     assert str(tmp_path / "run" / "last.pt") in result.stdout
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"last.pt", "config.yaml", "metrics.jsonl"}
-    assert "NO PRETRAINED WEIGHTS" in result.stderr and "RANDOM weights" in result.stderr
+    assert "NO PRETRAINED WEIGHTS" in result.stderr and "starts from random weights" in result.stderr
+    assert "training recipe 'scratch'" in result.stderr
 
 
 def test_options_and_overrides_end_up_in_the_stored_config(dataset: Path, tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ def test_evaluate_writes_metrics_masks_and_pictures(tiny_luad: Path, tiny_checkp
     assert record["protocol"]["name"] == "mlps" and record["protocol"]["label_source"] == "predicted"
     assert record["protocol"]["cams_used"] == "raw"  # the cam variant has no PCM, whatever cam_source asks
     assert record["protocol"]["scales"] == [0.5, 1.0, 1.5, 2.0] and record["protocol"]["flip"] is True
+    assert record["protocol"]["label_views"] == "x1" and record["protocol"]["white_exclude"] is False
+    steps = record["protocol"]["steps"]
+    assert "on the x1 view" in steps["image_labels"] and steps["cams"].startswith("raw CAMs (fc8) summed over 8")
+    assert steps["label_map"].endswith("nothing is labelled exclude") and "confusion matrix" in steps["scoring"]
     assert record["dataset"]["split"] == "test" and record["dataset"]["n_images"] == 4
     assert yaml.safe_load((out / "config.yaml").read_text())["batch_size"] == 3
     # Oracle: the saved masks scored against the dataset's masks give exactly the recorded matrix.
@@ -139,4 +143,6 @@ def test_shipped_mlps_config_is_the_mlps_protocol() -> None:
     settings = load_config(EvaluateConfig, CONFIGS / "evaluate_mlps.yaml").inference
     assert (settings.cam_source, settings.scales, settings.flip) == ("raw", (1.0,), False)
     assert (settings.normalisation, settings.label_source, settings.label_threshold) == ("global", "predicted", 0.25)
+    assert settings.label_views == "x1"
+    assert not settings.white_exclude and settings.background_alpha is None  # argmax over the 4 classes
     assert load_config(EvaluateConfig, CONFIGS / "evaluate_voc_alpha.yaml").inference.background_alpha == 0.26

@@ -15,7 +15,9 @@ from histo_daen.inference.cams import (
     cam_kind,
     compute_cams,
     compute_tile_scores,
+    describe_cams,
     inference_views,
+    label_views,
     normalise_cams,
     select_labels,
     subtract_classes,
@@ -107,6 +109,90 @@ def test_predicted_labels_use_the_threshold_and_zero_the_other_classes() -> None
     assert result.labels_used.tolist() == [[True, False, True, False]] * 2
     assert result.cams[:, 1].abs().max() == 0 and result.cams[:, 3].abs().max() == 0
     torch.testing.assert_close(result.probabilities[0], torch.sigmoid(torch.tensor([2.0, -2.0, 1.0, -3.0])))
+
+
+class ViewDependentLogits(PixelCams):
+    """Logits that change with the view, as average-pooled CAMs do: the answer of each label rule is known.
+
+    TE is always present (logit 2), TAS never (-3). NEC's logit grows with the input width: -2 at the 32-px x1
+    view (p 0.12), -3.5 / -0.5 / +1 at x0.5 / x1.5 / x2 (mean p over SEAM's views 0.31). LYM's logit is
+    -2.2 x (left half brighter than right half): p 0.10 on a bright-left patch, 0.90 on its mirror (mean 0.5).
+    Every forward records the input width.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widths: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> CamNetOutput:
+        self.widths.append(int(x.shape[-1]))
+        half = x.shape[-1] // 2
+        contrast = x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))  # (B,)
+        logits = torch.stack(
+            [
+                torch.full_like(contrast, 2.0),
+                torch.full_like(contrast, -2.0 + 3.0 * (x.shape[-1] / 32 - 1)),
+                -2.2 * contrast,
+                torch.full_like(contrast, -3.0),
+            ],
+            dim=1,
+        )
+        cams = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1)
+        return CamNetOutput(logits=logits, cams=cams, cams_refined=cams)
+
+
+def _bright_left(width: int = 32) -> torch.Tensor:
+    images = torch.zeros(1, 3, width, width)
+    images[..., : width // 2] = 1.0
+    return images
+
+
+@pytest.mark.parametrize(
+    ("label_views", "expected"),
+    [
+        ("x1", [True, False, False, False]),  # NEC at x1: 0.12; LYM unmirrored: 0.10
+        ("x1_flip", [True, False, True, False]),  # LYM: mean of 0.10 and 0.90
+        ("all", [True, True, True, False]),  # NEC: the mean over scales passes 0.25, LYM too (flips)
+    ],
+)
+def test_label_views_decide_the_predicted_classes(label_views: str, expected: list[bool]) -> None:
+    settings = InferenceConfig(label_views=label_views)  # SEAM's 8 CAM views
+    result = compute_cams(ViewDependentLogits(), _bright_left(), settings=settings)
+    assert result.labels_used[0].tolist() == expected
+
+
+def test_label_views_missing_from_the_cam_views_run_once_for_the_labels() -> None:
+    model = ViewDependentLogits()
+    settings = InferenceConfig(scales=(0.5, 2.0), flip=False, label_views="x1")
+    result = compute_cams(model, _bright_left(), settings=settings)
+    assert model.widths == [16, 64, 32]  # the two CAM views, then x1 for the labels only
+    assert result.labels_used[0].tolist() == [True, False, False, False]  # x1's labels, not the scales' mean
+    torch.testing.assert_close(result.probabilities[0, 1], torch.sigmoid(torch.tensor(-2.0)))
+    model.widths.clear()
+    compute_cams(model, _bright_left(), settings=InferenceConfig(label_views="x1_flip"))
+    assert model.widths == [16, 16, 32, 32, 48, 48, 64, 64]  # x1 and its mirror are CAM views: no extra pass
+
+
+def test_x1_is_the_models_resolution_when_patches_are_rescaled() -> None:
+    model = ViewDependentLogits()
+    settings = InferenceConfig(scales=(1.0,), flip=False)
+    result = compute_cams(model, _bright_left(16), settings=settings, input_scale=2.0)
+    assert model.widths == [32]  # the 16-px patch is shown to the model at 32 px
+    assert result.cams.shape[-1] == 16  # and its maps come back at the patch size
+    assert result.labels_used[0].tolist() == [True, False, False, False]
+    assert {v.scale for v in label_views(InferenceConfig(), input_scale=2.0)} == {2.0}
+
+
+def test_describe_cams_says_which_views_chose_the_labels() -> None:
+    described = describe_cams(InferenceConfig(), kind="refined")
+    assert "exceeds 0.25 on the x1 view" in described["image_labels"]
+    assert described["cams"].startswith("PCM-refined CAMs summed over 8 views (scales 0.5, 1, 1.5, 2")
+    mlps = InferenceConfig(cam_source="raw", scales=(1.0,), flip=False, normalisation="global")
+    mlps_cams = describe_cams(mlps, kind="raw")["cams"]
+    assert "1 view" in mlps_cams and "all classes at once" in mlps_cams
+    assert "every CAM view" in describe_cams(InferenceConfig(label_views="all"), kind="raw")["image_labels"]
+    masks = describe_cams(InferenceConfig(label_source="masks"), kind="raw")["image_labels"]
+    assert "ground-truth mask" in masks
 
 
 def test_predicted_labels_keep_the_most_probable_class_when_none_passes() -> None:

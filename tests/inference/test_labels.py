@@ -12,9 +12,11 @@ from PIL import Image
 from histo_daen.classes import LUAD
 from histo_daen.config.schema import InferenceConfig
 from histo_daen.data.masks import write_mask
-from histo_daen.inference.labels import cams_to_label_map, white_glass_mask
+from histo_daen.evaluation.metrics import confusion_matrix, scores
+from histo_daen.inference.labels import cams_to_label_map, describe_label_map, white_glass_mask
 
 NO_WHITE = InferenceConfig(white_exclude=False)
+WHITE = InferenceConfig(white_exclude=True)
 
 
 def _stained(shape_hw: tuple[int, int], batch: int = 1) -> torch.Tensor:
@@ -87,14 +89,44 @@ def test_white_glass_becomes_exclude_in_the_label_map() -> None:
     images[0, :, :, :6] = 1.0  # 60 px glass on the left
     cams = torch.zeros(1, 4, 10, 10)
     cams[0, 3] = 1.0
-    labels = cams_to_label_map(cams, images, settings=InferenceConfig())
+    labels = cams_to_label_map(cams, images, settings=WHITE)
     assert (labels[0, :, :6] == 4).all()
     assert (labels[0, :, 6:] == 3).all()
 
 
 def test_white_rule_without_images_is_refused() -> None:
     with pytest.raises(ValueError, match="white_exclude needs the images"):
-        cams_to_label_map(torch.zeros(1, 4, 2, 2), None, settings=InferenceConfig())
+        cams_to_label_map(torch.zeros(1, 4, 2, 2), None, settings=WHITE)
+
+
+def test_scoring_default_is_argmax_over_the_classes_without_exclude() -> None:
+    assert not InferenceConfig().white_exclude and InferenceConfig().background_alpha is None
+    images = torch.ones(1, 3, 8, 8)  # all white: the white rule would exclude every pixel
+    cams = torch.zeros(1, 4, 8, 8)
+    cams[0, 2] = 0.01  # a weak LYM score still wins the argmax
+    labels = cams_to_label_map(cams, images, settings=InferenceConfig())
+    assert (labels == 2).all()
+    assert describe_label_map(InferenceConfig()).endswith("nothing is labelled exclude")
+    assert "white glass (grey level > 200" in describe_label_map(WHITE)
+
+
+def test_white_rule_turns_pale_tissue_into_misses_when_scored() -> None:
+    # TAS with white alveolar spaces that its mask calls TAS (as annotators do), TE in the top-left quarter.
+    images = _stained((16, 16))
+    images[0, :, :, 12:] = 1.0  # columns 12-15: white, all TAS in the mask (64 px, one component)
+    truth = np.full((1, 16, 16), 3, dtype=np.int64)  # TAS everywhere ...
+    truth[0, :8, :8] = 0  # ... but TE in the top-left quarter
+    cams = torch.zeros(1, 4, 16, 16)
+    cams[0, 3] = 0.9
+    cams[0, 0, :8, :8] = 1.0  # perfect CAMs
+    argmax = cams_to_label_map(cams, images, settings=NO_WHITE).numpy()
+    excluded = cams_to_label_map(cams, images, settings=WHITE).numpy()
+    assert scores(confusion_matrix(truth, argmax)).miou == 1.0
+    assert (excluded[0, :, 12:] == 4).all() and (excluded[0, :, :12] == argmax[0, :, :12]).all()
+    with_rule = scores(confusion_matrix(truth, excluded))
+    # TAS: 256 - 64 TE = 192 px, 64 of them white -> IoU 128 / 192; TE untouched.
+    assert with_rule.iou[0] == 1.0
+    assert with_rule.iou[3] == pytest.approx(128 / 192)
 
 
 def test_label_map_round_trips_through_a_palette_png(tmp_path: Path) -> None:
@@ -102,7 +134,7 @@ def test_label_map_round_trips_through_a_palette_png(tmp_path: Path) -> None:
     cams[0, 1, :2] = 1.0  # NEC top half, TE bottom (all-zero pixels, TE allowed)
     cams[0, 0, 2:] = 0.5
     images = _stained((4, 4))
-    labels = cams_to_label_map(cams, images, settings=InferenceConfig(background_alpha=0.6))
+    labels = cams_to_label_map(cams, images, settings=InferenceConfig(white_exclude=True, background_alpha=0.6))
     mask = labels[0].numpy()
     assert set(np.unique(mask).tolist()) == {1, 4}
     mask[0, 0] = 0  # a mask holding 0, 1 and 4: Pillow re-packs such indices without the full palette

@@ -93,3 +93,50 @@ def test_kernel_3_keeps_the_map_size(features: torch.Tensor) -> None:
 def test_invalid_options_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ChannelSpatialAttention(16, **kwargs)  # type: ignore[arg-type]
+
+
+def test_residual_form_never_takes_features_below_themselves(features: torch.Tensor) -> None:
+    csm = ChannelSpatialAttention(32, reduction=4, form="residual")
+    channel_weighted = (1 + csm.channel_attention(features)) * features
+    expected = F.relu((1 + csm.spatial_attention(channel_weighted)) * channel_weighted)
+    torch.testing.assert_close(csm(features), expected)
+    positive = features.clamp(min=0)
+    assert (csm(features) >= positive).all()  # every multiplier is in (1, 2)
+    assert (csm(features) <= 4 * positive).all()
+
+
+def _saturating_weights(spatial: SpatialAttention) -> None:
+    """Spatial logits of about -50 on near-constant features: a plain sigmoid gives 0 (the gate is off)."""
+    with torch.no_grad():
+        spatial.conv.weight.zero_()
+        spatial.conv.weight[0, 0, 3, 3] = -5.0  # the centre tap of the channel-mean map
+
+
+def _near_constant() -> torch.Tensor:
+    return 10 + 0.3 * torch.randn(2, 32, 6, 5, generator=torch.Generator().manual_seed(2))
+
+
+def test_centred_weights_average_one_half_whatever_the_weights() -> None:
+    spatial, channel = SpatialAttention(), ChannelAttention(32, reduction=4)
+    _saturating_weights(spatial)
+    with torch.no_grad():
+        assert spatial(_near_constant()).max() < 1e-12  # plain: switched off
+        centred = spatial(_near_constant(), centred=True)
+        assert 0.3 < float(centred.mean()) < 0.7 and float(centred.std()) > 0.01  # centred: still weighing pixels
+        logits = torch.logit(channel(_near_constant(), centred=True).double())
+    torch.testing.assert_close(logits.mean(dim=1), torch.zeros(2, 1, 1, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_residual_centred_form_keeps_a_gradient_where_the_residual_form_has_none() -> None:
+    gradients = {}
+    for form in ("residual", "residual_centred"):
+        csm = ChannelSpatialAttention(32, reduction=4, form=form)
+        _saturating_weights(csm.spatial_attention)
+        csm(_near_constant()).sum().backward()
+        gradients[form] = float(csm.spatial_attention.conv.weight.grad.abs().sum())
+    assert gradients["residual"] < 1e-6 < gradients["residual_centred"]
+
+
+def test_unknown_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="form must be one of reference, residual, residual_centred"):
+        ChannelSpatialAttention(8, form="centred")  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_round_trip_rebuilds_the_same_network(saved: Path, model: CamNet) -> Non
     for name in ("logits", "cams", "cams_refined", "background_refined"):
         assert torch.equal(getattr(expected, name), getattr(got, name)), name
     assert not loaded.model.training
-    assert loaded.model_config == TINY
+    assert loaded.model_config == TINY.with_reference_choices()  # a built network has every choice made
     assert loaded.classes == ("TE", "NEC", "LYM", "TAS")
     assert loaded.config == {"model": {"variant": "daen"}, "train": {"lr": 0.01}}
     assert (loaded.state["epoch"], loaded.state["step"], loaded.state["metrics"]) == (3, 42, {"loss": 0.5})
@@ -183,7 +184,13 @@ def test_another_model_config_names_every_differing_field(saved: Path) -> None:
 
 
 def test_the_same_config_is_accepted(saved: Path) -> None:
-    assert load_model(saved, expected=TINY).model_config == TINY
+    assert load_model(saved, expected=TINY).model_config == TINY.with_reference_choices()
+
+
+def test_a_choice_left_to_the_start_accepts_the_checkpoints_but_a_named_one_must_match(saved: Path) -> None:
+    assert TINY.attention_form is None  # left to the training start: the stored "reference" is accepted
+    with pytest.raises(CheckpointError, match=r"attention_form: stored 'reference', requested 'residual'"):
+        load_model(saved, expected=replace(TINY, attention_form="residual"))
 
 
 def test_weights_that_do_not_fit_the_stored_config(saved: Path) -> None:

@@ -14,8 +14,10 @@ from histo_daen.config.schema import TrainConfig
 from histo_daen.data.synthetic_dataset import write_synthetic_luad
 
 # Test-sized network and run: resnet18 at a quarter width, 64 px patches, no colour augmentation (fast), loaders
-# in the test process, every step logged. Frozen BatchNorm (the default) keeps a split batch equal to a whole one.
+# in the test process, every step logged. The reference recipe's frozen BatchNorm keeps a split batch equal to a
+# whole one (the scratch recipe, the default from random weights, trains BatchNorm on each micro-batch).
 TINY = {
+    "recipe": "reference",
     "model": {"backbone": "resnet18", "width": 0.25, "input_size": 64},
     "data": {"workers": 0},
     "augment": {"colour": "none"},

@@ -27,6 +27,7 @@ from histo_daen.tiling.manifest import read_manifest
 from histo_daen.training.affine import TwinParams, TwinTransform
 from histo_daen.training.loop import resolve_objective, train
 from histo_daen.training.objective import classification_objective, seam_objective
+from histo_daen.training.recipe import resolve_recipe
 
 RUNNER = Path(__file__).with_name("run_training.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -82,14 +83,16 @@ def test_run_folder_holds_checkpoint_config_and_metrics(
     cfg = tiny_config("optim.epochs=2")
     result = train(cfg, output_dir=tmp_path / "run", device="cpu")
     assert (result.step, result.max_steps, result.epoch) == (4, 4, 2)
-    assert load_config(TrainConfig, tmp_path / "run" / "config.yaml") == cfg
+    # config.yaml records the run as trained: the recipe's fields that the config left open are filled in.
+    resolved = resolve_recipe(cfg)[0]
+    assert load_config(TrainConfig, tmp_path / "run" / "config.yaml") == resolved
     metrics = _metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert {"loss", "classification", "equivariant", "cross_equivariant", "rvmin", "lr", "images_per_second"} <= set(
         metrics[0]
     )
     assert [m["lr"] for m in metrics] == pytest.approx([0.01 * (1 - s / 4) ** 0.9 for s in range(4)])  # poly
-    state = read_checkpoint(result.checkpoint, expected_model=cfg.model)
+    state = read_checkpoint(result.checkpoint, expected_model=resolved.model)
     assert (state["step"], state["epoch"], state["classes"]) == (4, 2, ["TE", "NEC", "LYM", "TAS"])
     assert {"optimizer", "scheduler", "rng", "histo_daen_version", "format_version"} <= set(state)
     assert state["config"]["optim"]["epochs"] == 2
@@ -319,7 +322,9 @@ def test_training_without_pretrained_weights_warns_loudly(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     train(tiny_config(), output_dir=tmp_path / "run", device="cpu")
-    assert "NO PRETRAINED WEIGHTS: the resnet18 backbone starts from RANDOM weights" in caplog.text
+    assert "NO PRETRAINED WEIGHTS: the resnet18 backbone starts from random weights" in caplog.text
+    # The tiny config forces the reference recipe: the warning names its frozen random BatchNorm.
+    assert "Frozen random BatchNorm does not learn: use recipe=scratch." in caplog.text
 
 
 def test_the_log_window_averages_the_steps_since_the_last_line() -> None:
