@@ -180,13 +180,18 @@ def _real_slides(folder: Path, extra: list[Path]) -> list[Path]:
     return sorted(set(paths)) + extra
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it (shorter to read), else as given."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def bench_real(folder: Path, extra: list[Path], fallback_mpp: float) -> None:
     """Tissue area by both masks on real slides, and a picture of each."""
     out = folder / "real"
     out.mkdir(parents=True, exist_ok=True)
     slides = _real_slides(out, extra)
     print()
-    print(f"real slides ({len(slides)}; no ground truth: areas, and pictures in {out.relative_to(REPO)}/)")
+    print(f"real slides ({len(slides)}; no ground truth: areas, and pictures in {_shown(out)}/)")
     print(f"{'slide':<28} {'size px':>12} {'mpp':>6} {'thumbnail':>10} {'ours mm2':>9} {'Otsu mm2':>9}  note")
     for path in slides:
         note = ""

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from histo_daen.atomic import atomic_dir, atomic_write, atomic_write_text, partial_dir_for
+from histo_daen.atomic import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    make_durable,
+    partial_dir_for,
+)
 
 
 def test_atomic_write_replaces_the_target_only_on_success(tmp_path: Path) -> None:
@@ -53,3 +60,19 @@ def test_atomic_write_gives_the_mode_of_a_normally_created_file(tmp_path: Path) 
     plain.write_text("x")
     written = atomic_write_text(tmp_path / "atomic.txt", "x")
     assert stat.S_IMODE(os.stat(written).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_make_durable_fsyncs_the_files_and_folders_it_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [atomic_write_bytes(tmp_path / f"t{index}.png", b"x" * index, durable=False) for index in range(20)]
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    make_durable(files, folders=[tmp_path])
+    assert len(synced) == 21  # each file, then the folder holding their names
+    with pytest.raises(FileNotFoundError):
+        make_durable([tmp_path / "missing.png"])

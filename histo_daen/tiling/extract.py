@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import imagecodecs
 import numpy as np
 
 from histo_daen.atomic import atomic_write_bytes
@@ -57,23 +56,38 @@ def default_workers() -> int:
     return usable_cores()
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+# The module each slide library's workers need (tiffslide alone takes about a second to import, with zarr).
+_READER_MODULES = {"openslide": "openslide", "tiffslide": "tiffslide"}
+
+
+def _worker_context(backend: str | None = None) -> multiprocessing.context.BaseContext:
     """forkserver (spawn where missing), whose server preloads what workers import."""
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    # Workers fork from a server that already imported the readers (tiffslide alone takes about a second) and the
-    # caller's main module (as multiprocessing would in each worker otherwise): each starts in milliseconds.
-    context.set_forkserver_preload(["__main__", "histo_daen.tiling.extract", "openslide", "tiffslide"])
+    # Workers fork from a server that already imported the reader, the encoder and the caller's main module (as
+    # multiprocessing would in each worker otherwise): each starts in milliseconds. The list takes effect when the
+    # server starts; one started for another library leaves workers to import theirs once each.
+    context.set_forkserver_preload(worker_preload(backend))
     return context
 
 
-def warm_up_workers() -> None:
+def worker_preload(backend: str | None = None) -> list[str]:
+    """The modules the worker server imports once for all its workers: the reader of ``backend`` (both readers
+    when it is not known), the tile encoder and this module."""
+    readers = [_READER_MODULES[backend]] if backend in _READER_MODULES else list(_READER_MODULES.values())
+    return ["__main__", "histo_daen.tiling.extract", "imagecodecs", *readers]
+
+
+def warm_up_workers(backend: str | None = None) -> None:
     """Start the worker server now, so its imports overlap with the caller's own work (e.g. the tissue mask).
+
+    Args:
+        backend: the slide library the workers will read with (``slide.backend``), so the server imports only it.
 
     A no-op when the server runs already or the platform has no forkserver.
     """
-    context = _worker_context()
+    context = _worker_context(backend)
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
@@ -132,7 +146,10 @@ def map_tiles(
     workers = min(workers, len(chunks))
     max_pending = max(1, max_pending if max_pending is not None else 2 * workers)
     executor = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_worker_context(), initializer=_open_worker_slide, initargs=(source,)
+        max_workers=workers,
+        mp_context=_worker_context(source.backend),
+        initializer=_open_worker_slide,
+        initargs=(source,),
     )
     pending: deque[Future[list[Any]]] = deque()
     upcoming = iter(chunks)
@@ -177,11 +194,14 @@ def iter_tile_pixels(
 def encode_tile(pixels: np.ndarray, *, fmt: TileFormat, jpeg_quality: int = 90, png_compression: int = 1) -> bytes:
     """Encode an (h, w, 3) uint8 tile; the same pixels and settings always give the same bytes.
 
-    PNG goes through imagecodecs' libpng. At ``png_compression`` 1-3 every row uses the Paeth filter and deflate
-    only run-length matches: on H&E tiles (noisy, few repeats for LZ77 to find) that encodes 2.2x faster than
-    libpng's defaults at level 1 with files 1 % smaller (measured on 80 tiles of the benchmark slide: 1.6 vs 3.5 ms,
-    102 vs 104 KB). From 4 on, libpng's adaptive filters and full deflate at that level. Any PNG reader opens both.
+    PNG goes through imagecodecs' libpng (imported here, not with the module: a parent of tile workers never needs
+    it). At ``png_compression`` 1-3 every row uses the Paeth filter and deflate only run-length matches: on H&E
+    tiles (noisy, few repeats for LZ77 to find) that encodes 2.2x faster than libpng's defaults at level 1 with files
+    1 % smaller (measured on 80 tiles of the benchmark slide: 1.6 vs 3.5 ms, 102 vs 104 KB). From 4 on, libpng's
+    adaptive filters and full deflate at that level. Any PNG reader opens both.
     """
+    import imagecodecs
+
     if fmt == "png":
         if 1 <= png_compression <= 3:
             return bytes(

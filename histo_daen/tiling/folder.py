@@ -26,13 +26,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from histo_daen import __version__
-from histo_daen.atomic import partial_dir_for, prepare_output_folder
+from histo_daen.atomic import make_durable, partial_dir_for, prepare_output_folder
 from histo_daen.config import dump_config, to_plain_dict
 from histo_daen.config.schema import TileConfig
 from histo_daen.errors import NoTissueError, OutputExistsError
@@ -171,9 +172,9 @@ def tile_slide(
     """
     config = config or TileConfig()
     folder = Path(folder)
-    if workers != 0:
-        warm_up_workers()  # the worker server's imports overlap with the tissue mask below
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
+        if workers != 0:
+            warm_up_workers(slide.backend)  # the worker server's imports overlap with the tissue mask below
         slide.require_mpp()
         grid = tile_grid(
             slide,
@@ -265,7 +266,9 @@ def _tile_into(
     partial_dir.mkdir(parents=True, exist_ok=True)
     tiles_dir = writer.folder
     tiles_dir.mkdir(exist_ok=True)
+    # A killed job leaves temporaries of tiles and, as the pictures are drawn while tiles are cut, of pictures.
     _stale_temporaries(tiles_dir)
+    _stale_temporaries(partial_dir)
     write_header(partial_dir / MANIFEST_JSON, header)
     journal_path = partial_dir / JOURNAL_NAME
     journal = read_journal(journal_path)
@@ -286,8 +289,12 @@ def _tile_into(
         what=f"{slide.path.name}: {len(todo):,} {config.format.upper()} tiles of {config.tile_size} px",
         hint="Raise --target-mpp or --min-tissue, or choose an --output with more room.",
     )
-    _write_tiles(slide, grid, writer, todo, records, journal_path, workers, progress, progress_label)
-    _finish(slide, grid, config, partial_dir, header, writer, records)
+    # The pictures need only the grid: drawn in a thread while the workers cut tiles (this process waits on them).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiling-pictures") as background:
+        pictures = background.submit(write_tiling_pictures, partial_dir, slide, grid)
+        _write_tiles(slide, grid, writer, todo, records, journal_path, workers, progress, progress_label)
+        pictures.result()
+    _finish(slide, grid, config, partial_dir, header, writer, records, pictures_done=True)
     if final.exists():  # --overwrite of a complete output: swap, then delete the old one
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)
@@ -295,6 +302,7 @@ def _tile_into(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial_dir, final)
+    make_durable([], folders=[final.parent])  # the rename itself
     (final / JOURNAL_NAME).unlink(missing_ok=True)
     return SlideTilingResult(
         slide.path, final, final / MANIFEST_CSV, len(grid.tiles), len(todo), n_skipped, grid.tissue_area_mm2
@@ -349,17 +357,21 @@ def _finish(
     header: dict[str, Any],
     writer: TileWriter,
     records: dict[int, tuple[int, str]],
+    *,
+    pictures_done: bool = False,
 ) -> None:
-    """Pictures, config, then (after one sync of the tiles) the manifest that marks the folder complete."""
-    write_tiling_pictures(folder, slide, grid)
+    """Pictures (unless done), config, then, once the tiles are durable, the manifest that marks the folder complete."""
+    if not pictures_done:
+        write_tiling_pictures(folder, slide, grid)
     dump_config(config, folder / "config.yaml")
     rows = [
         ManifestRow(tile, f"{TILES_FOLDER}/{writer.file_name(tile)}", *records[index])
         for index, tile in enumerate(grid.tiles)
     ]
-    # Tiles were written without an fsync each (atomic against kills, not power cuts); one sync makes them durable
-    # before the manifest says they are there.
-    os.sync()
+    # Tiles were written without an fsync each (atomic against kills, not power cuts). Before the manifest says they
+    # are there, they and their names go to disk: an fsync of each file written (not os.sync(), which flushes every
+    # filesystem and waits on whatever else the machine writes).
+    make_durable((writer.folder / writer.file_name(tile) for tile in grid.tiles), folders=[writer.folder, folder])
     write_manifest(folder / MANIFEST_CSV, slide.path.name, config.target_mpp, rows)
     write_header(folder / MANIFEST_JSON, header)
 

@@ -10,7 +10,9 @@ pyramid level not coarser than ``d`` and resized to ``tile_size`` with area aver
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -155,11 +157,16 @@ def find_tissue(slide: Slide, *, tissue_mpp: float = 8.0) -> SlideTissue:
     """
     if not tissue_mpp > 0:
         raise ValueError(f"tissue_mpp must be positive, got {tissue_mpp}")
-    from histo_daen.tiling.tissue import tissue_mask  # scipy: only where a mask is made, not in tile workers
-
     slide_mpp = slide.require_mpp()
     width0, height0 = slide.dimensions
+    # The mask's module (scipy.ndimage: about half a second to import; only where a mask is made, not in tile
+    # workers) loads in a thread while the thumbnail is read, which waits on the slide library outside the GIL.
+    loading = threading.Thread(target=importlib.import_module, args=("histo_daen.tiling.tissue",), daemon=True)
+    loading.start()
     thumbnail = slide.downsampled(max(1.0, tissue_mpp / slide_mpp))
+    loading.join()
+    from histo_daen.tiling.tissue import tissue_mask
+
     scale = (width0 / thumbnail.shape[1], height0 / thumbnail.shape[0])
     mask = tissue_mask(thumbnail, thumbnail_mpp=slide_mpp * float(np.mean(scale)))
     return SlideTissue(thumbnail=thumbnail, mask=mask, downsample_xy=scale, slide_mpp=slide_mpp)

@@ -15,6 +15,7 @@ from PIL import Image
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.slide import open_slide
 from histo_daen.tiling import TileWriter, encode_tile, iter_tile_pixels, map_tiles, read_tile, tile_grid, write_tile
+from histo_daen.tiling.extract import worker_preload
 
 # Worker functions must be importable by the workers: getattr(slide, name) is a builtin that fits func(slide, item).
 NAMES = ["dimensions", "level_count", "backend", "mpp", "level_dimensions", "vendor"] * 4
@@ -76,3 +77,9 @@ def test_worker_errors_reach_the_caller(small_slide: SyntheticSlide, tmp_path: P
         source = slide.source()
     with pytest.raises(ValueError, match="unknown tile format 'webp'"):
         list(map_tiles(source, tiles, partial(write_tile, writer), workers=1))
+
+
+def test_the_worker_server_preloads_only_the_reader_in_use() -> None:
+    assert worker_preload("openslide") == ["__main__", "histo_daen.tiling.extract", "imagecodecs", "openslide"]
+    assert worker_preload("tiffslide")[-1] == "tiffslide" and "openslide" not in worker_preload("tiffslide")
+    assert worker_preload(None)[-2:] == ["openslide", "tiffslide"]  # not known yet: both

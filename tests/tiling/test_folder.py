@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,33 @@ def test_tile_slide_writes_tiles_manifest_and_pictures(small_slide: SyntheticSli
     assert result.tissue_area_mm2 == pytest.approx(np.pi * (0.3 * 768 * 0.5e-3) ** 2, rel=0.1)  # the disc
 
 
+def test_tiles_are_made_durable_file_by_file_not_by_syncing_every_filesystem(
+    small_slide: SyntheticSlide, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import histo_daen.tiling.folder as folder_module
+
+    def sync_everything() -> None:
+        raise AssertionError("os.sync() flushes every filesystem")
+
+    seen_files: list[Path] = []
+    seen_folders: list[Path] = []
+    make_durable = folder_module.make_durable
+
+    def recording(files: Iterable[Path], *, folders: Iterable[Path] = ()) -> None:
+        files, folders = list(files), list(folders)
+        seen_files.extend(files)
+        seen_folders.extend(folders)
+        make_durable(files, folders=folders)
+
+    monkeypatch.setattr(os, "sync", sync_everything)
+    monkeypatch.setattr(folder_module, "make_durable", recording)
+    result = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
+    rows = read_manifest(result.manifest_path)
+    # Every tile the manifest lists was fsynced (under the .partial folder it had then), then the folders.
+    assert sorted(p.name for p in seen_files) == sorted(Path(row["path"]).name for row in rows)
+    assert {p.name for p in seen_folders} >= {"tiles", "small.partial", tmp_path.name}
+
+
 @pytest.mark.slow
 def test_tiling_twice_gives_byte_identical_outputs(small_slide: SyntheticSlide, tmp_path: Path) -> None:
     tile_slide(small_slide.path, tmp_path / "a" / "small", SMALL, workers=2)
@@ -72,6 +100,21 @@ def test_rerun_rewrites_a_damaged_tile(small_slide: SyntheticSlide, tmp_path: Pa
     again = tile_slide(small_slide.path, tmp_path / "small", SMALL, workers=0)
     assert again.n_written == 1
     assert _files(tmp_path / "small") == before
+
+
+def test_resume_removes_what_a_killed_job_left_half_written(small_slide: SyntheticSlide, tmp_path: Path) -> None:
+    tile_slide(small_slide.path, tmp_path / "done" / "small", SMALL, workers=0)
+    expected = _files(tmp_path / "done" / "small")
+    # A job killed while its pictures (drawn beside the tiles) and a tile were being written.
+    partial = tmp_path / "killed" / "small.partial"
+    partial.mkdir(parents=True)
+    (partial / "manifest.json").write_bytes(expected["manifest.json"])
+    (partial / "tiles").mkdir()
+    (partial / ".tmp-tiles.png.k1ll3d").write_bytes(b"\x89PNG half")
+    (partial / "tiles" / ".tmp-a-tile.png.k1ll3d").write_bytes(b"\x89PNG half")
+    resumed = tile_slide(small_slide.path, tmp_path / "killed" / "small", SMALL, workers=0)
+    assert resumed.n_written == resumed.n_tiles
+    assert _files(tmp_path / "killed" / "small") == expected
 
 
 def test_other_settings_stop_and_name_what_changed(small_slide: SyntheticSlide, tmp_path: Path) -> None:
