@@ -43,8 +43,9 @@ bench: install
 	$(BIN)/python benchmarks/bench_tiling.py
 	$(BIN)/python benchmarks/bench_segment.py
 
-# Trains cam, seam, daen and histosegnet on a synthetic LUAD set and compares them (options: --help);
-# e.g. make bench-accuracy BENCH_ACCURACY_ARGS="--steps 300 --jobs 4 --threads 1"
+# The ablation: cam, seam, cm, sm, daen as coded, daen, histosegnet on a synthetic LUAD set, from random weights and
+# from a CAM backbone (options: --help); the README's table:
+# make bench-accuracy BENCH_ACCURACY_ARGS="--seeds 0 1 2 --jobs 2 --threads 1"
 bench-accuracy: install
 	$(BIN)/python benchmarks/bench_accuracy.py $(BENCH_ACCURACY_ARGS)
 

@@ -96,7 +96,7 @@ def train_command(
     twin.scale=0.3 (every key: configs/ and docs/internals.md; an option and a KEY=VALUE for the same key must
     agree). The defaults follow the start (--recipe): the paper's recipe for ImageNet weights, one that learns
     from random weights without them (config.yaml records what was used), so a plain
-    'histo-daen train --data-root D -o R' trains a working DAEN.
+    'histo-daen train --data-root D -o R' trains DAEN from random weights with it.
     Runs on the CPU (in bf16 with cpu_bf16=true, faster on CPUs with AVX512-BF16 or AMX), one GPU (bf16), or
     several processes under torchrun; an interrupted run continues with --resume.
 

@@ -350,6 +350,17 @@ def test_tile_scores_average_the_views() -> None:
     torch.testing.assert_close(flipped.scores, single.scores)  # a pixel-wise model: every view agrees
 
 
+def test_tile_scores_take_the_presence_probabilities_from_the_label_views() -> None:
+    """Slides decide presence like evaluation decides labels: from the x1 view by default, not the mean of all."""
+    settings = InferenceConfig()  # SEAM's 8 CAM views, labels from x1
+    x1 = compute_tile_scores(ViewDependentLogits(), _bright_left(), settings=settings).probabilities
+    cams = compute_cams(ViewDependentLogits(), _bright_left(), settings=settings).probabilities
+    torch.testing.assert_close(x1, cams)
+    torch.testing.assert_close(x1[0, 1], torch.sigmoid(torch.tensor(-2.0)))  # NEC at x1, not the scales' mean
+    every = compute_tile_scores(ViewDependentLogits(), _bright_left(), settings=InferenceConfig(label_views="all"))
+    assert float(every.probabilities[0, 1]) > 0.25  # the former rule lets NEC through
+
+
 def test_tile_scores_refuse_histosegnet() -> None:
     model = build_model(variant="histosegnet", backbone="resnet18", width=0.25)
     with pytest.raises(ValueError, match="use compute_cams"):
