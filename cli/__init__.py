@@ -32,9 +32,36 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+# Set when SIGTERM arrives: its exception can be swallowed (raised inside a __del__) or replaced (see
+# _interruption_behind), but the command was still interrupted.
+_sigterm_received = False
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    global _sigterm_received
+    _sigterm_received = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the clean-up ends the process at once
+    # Sent to the whole process group (timeout, schedulers, kill -- -PGID), SIGTERM also kills a data loader's
+    # workers; torch's SIGCHLD handler would then raise "DataLoader worker ... killed by signal" in the middle of
+    # the clean-up and again at exit. Their death is this signal's doing, not an error of its own.
+    # (A no-op, not SIG_DFL: a SIGCHLD already caught but not yet handled would raise 'ignored due to race'.)
+    signal.signal(signal.SIGCHLD, _ignore_signal)
     raise Terminated()
+
+
+def _interruption_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that ``err`` is or was raised while unwinding from (e.g. a data loader whose workers the
+    same signal killed); None if the command was not interrupted."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__context__
+    return Terminated() if _sigterm_received else None
 
 
 # name -> "module:attribute"; each command lives in its own module under cli/ and imports heavy libraries lazily.
@@ -74,14 +101,19 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        global _sigterm_received
+        _sigterm_received = False
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
-        except HistoDaenError as err:
-            # One line, no traceback: the message names the file, what is wrong and what to do.
-            raise click.ClickException(str(err)) from err
-        except KeyboardInterrupt as err:
-            terminated = isinstance(err, Terminated)
+        except (HistoDaenError, KeyboardInterrupt, RuntimeError) as err:
+            interruption = _interruption_behind(err)
+            if interruption is None and isinstance(err, HistoDaenError):
+                # One line, no traceback: the message names the file, what is wrong and what to do.
+                raise click.ClickException(str(err)) from err
+            if interruption is None or isinstance(err, click.exceptions.Exit):
+                raise
+            terminated = isinstance(interruption, Terminated)
             click.echo(
                 f"Interrupted by {'SIGTERM' if terminated else 'Ctrl-C'}: workers stopped; finished outputs are kept "
                 "and unfinished ones left to resume. Rerun the same command to continue (train: add --resume).",

@@ -8,20 +8,21 @@ exactly what the uninterrupted run saw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from histo_daen.data.masks import read_mask
 from histo_daen.data.patch_folder import PatchRecord, label_from_mask
 from histo_daen.data.transforms import PatchAugment, resize_patch
 from histo_daen.errors import DatasetError
 
-__all__ = ["PatchDataset", "read_rgb"]
+__all__ = ["PatchDataset", "loader_batches", "read_rgb", "release_sigterm"]
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -113,3 +114,26 @@ class PatchDataset(Dataset[dict[str, Any]]):
             assert mask_t is not None  # guaranteed by the constructor check
             item["mask"] = mask_t
         return item
+
+
+def loader_batches(loader: DataLoader[Any]) -> Iterator[Any]:
+    """``iter(loader)``, with SIGTERM held back while its worker processes are forked.
+
+    SIGTERM often reaches the whole process group (``timeout``, schedulers, ``kill -- -PGID``). A worker forked at
+    that moment would run the parent's Python handler (raising inside the fork and logging's at-fork hooks) before
+    torch installs its own; held back, it arrives once the worker runs torch's handler (:func:`release_sigterm`)
+    and in the parent once the workers are started.
+    """
+    if loader.num_workers == 0:
+        return iter(loader)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def release_sigterm(worker_id: int) -> None:
+    """``worker_init_fn`` of every DataLoader: let the SIGTERM held back by :func:`loader_batches` through, now
+    that torch's worker handler (exit quietly when the parent asks, die by the signal otherwise) is in place."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

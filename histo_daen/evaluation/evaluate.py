@@ -40,7 +40,7 @@ from histo_daen.classes import ClassSet, class_set
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import DataConfig, EvaluateConfig, InferenceConfig
 from histo_daen.data.masks import write_mask
-from histo_daen.data.patch_dataset import PatchDataset
+from histo_daen.data.patch_dataset import PatchDataset, loader_batches, release_sigterm
 from histo_daen.data.registry import dataset_names, dataset_spec, load_splits
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError
 from histo_daen.evaluation.folders import replace_folder
@@ -107,7 +107,7 @@ def _example_indices(n_images: int, n_examples: int) -> set[int]:
 
 def _batches(loader: DataLoader[Any]) -> Iterator[list[dict[str, Any]]]:
     """Items grouped by image size within each loaded batch, so a split of mixed patch sizes still stacks."""
-    for items in loader:
+    for items in loader_batches(loader):
         by_shape: dict[tuple[int, ...], list[dict[str, Any]]] = {}
         for item in items:
             by_shape.setdefault(tuple(item["image"].shape), []).append(item)
@@ -161,7 +161,12 @@ def evaluate_model(
     settings = cfg.inference
     dataset = PatchDataset(records, n_classes=n_classes, with_masks=True)
     loader: DataLoader[Any] = DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, collate_fn=list
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.workers,
+        collate_fn=list,
+        worker_init_fn=release_sigterm,
     )
     examples = _example_indices(len(dataset), cfg.n_examples) if output_dir is not None else set()
     matrix = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)

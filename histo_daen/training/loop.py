@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from histo_daen.atomic import atomic_write_text, check_output
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import TrainConfig
-from histo_daen.data.patch_dataset import PatchDataset
+from histo_daen.data.patch_dataset import PatchDataset, loader_batches, release_sigterm
 from histo_daen.data.registry import dataset_spec, load_splits
 from histo_daen.data.transforms import PatchAugment
 from histo_daen.devices import autocast_settings, resolve_device
@@ -525,7 +525,14 @@ def _loader(
     # An own generator: creating the iterator draws the workers' base seed from it, not from the global torch RNG,
     # whose state the checkpoint restores for dropout (a resumed run creates its iterator at another moment).
     generator = torch.Generator().manual_seed(seed * 7919 + sampler.epoch)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=release_sigterm,
+    )
 
 
 @dataclass(frozen=True)
@@ -762,7 +769,7 @@ def _epoch_batches(
         start=(step - epoch * plan.steps_per_epoch) * accumulation,
     )
     loader = _loader(dataset, sampler, workers=cfg.data.workers, seed=cfg.seed, pin_memory=ctx.device.type == "cuda")
-    return iter(loader)
+    return loader_batches(loader)
 
 
 def _log_window(

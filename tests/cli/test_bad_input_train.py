@@ -10,6 +10,10 @@ import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -283,3 +287,35 @@ def test_ctrl_c_then_resume_gives_the_same_weights_and_metrics_as_an_uninterrupt
     whole = load_model(tmp_path / "whole" / "last.pt").model.state_dict()
     cut = load_model(tmp_path / "cut" / "last.pt").model.state_dict()
     assert all(torch.equal(whole[key], cut[key]) for key in whole)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_training_with_loader_workers_in_one_line(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """What ``timeout`` and schedulers do: the signal reaches the command and its data-loader workers at once."""
+    output = tmp_path / "run"
+    command = ["train", "--data-root", str(dataset), "-o", str(output), *TINY, "--workers", "2", "--epochs", "1000"]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from histo_daen.cli import main; main()", *command],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (output / "metrics.jsonl").exists():
+                assert child.poll() is None, "training ended before it could be interrupted"
+                assert time.monotonic() < deadline, "no step was logged"
+                time.sleep(0.05)
+            os.killpg(child.pid, signal.SIGTERM)
+            assert child.wait(timeout=60) == 143
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+    error = (tmp_path / "stderr.txt").read_text()
+    assert error.splitlines()[-1].startswith("Interrupted by SIGTERM: workers stopped;")
+    assert "Traceback" not in error  # was: "DataLoader worker ... killed by signal: Terminated", during and at exit
+    assert load_model(output / "last.pt").state["step"] >= 1
