@@ -22,8 +22,11 @@ IDENTITY = {
 }
 
 
-def test_equal_records_pass() -> None:
-    require_same({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}, path="out", subject="differs", hint="")
+def test_equal_records_pass_whatever_their_key_order_and_one_changed_value_does_not() -> None:
+    stored = {"a": 1, "b": {"c": 2}}
+    assert require_same(stored, {"b": {"c": 2}, "a": 1}, path="out", subject="differs", hint="") is None
+    with pytest.raises(OutputExistsError):
+        require_same(stored, {"a": 1, "b": {"c": 3}}, path="out", subject="differs", hint="")
 
 
 def test_differences_are_named_stored_then_requested() -> None:

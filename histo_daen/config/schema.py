@@ -500,7 +500,7 @@ class ImportConfig:
 class DemoConfig:
     """``histo-daen demo``: how big the built-in demo's slide, data and training are.
 
-    The defaults fit ``make demo`` in about 15 minutes on 2 CPU cores; tests shrink every size through the same
+    The defaults fit ``make demo`` in about 3 minutes on 2 idle CPU cores; tests shrink every size through the same
     fields (``slide_size=[1536,1024] n_train=16 ...``).
     """
 

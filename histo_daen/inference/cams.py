@@ -303,14 +303,36 @@ def compute_cams(
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
     if input_scale <= 0:
         raise ValueError(f"input_scale must be positive, got {input_scale}")
-    shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
     kind = cam_kind(model, settings)
     cam_views = inference_views(settings, input_scale=input_scale)
     probability_views = label_views(settings, input_scale=input_scale)
+    summed, probabilities = _run_views(model, images, kind, cam_views, probability_views)
+    labels_used = select_labels(probabilities, settings=settings, image_labels=image_labels)
+    label_mask = labels_used[:, :, None, None].to(summed.dtype)
+    if model.abilities.grad_cam:
+        cams, background = _histosegnet_maps(summed, probabilities, label_mask, images)
+        return CamResult(cams, probabilities, labels_used, settings.label_source, background)
+    cams = normalise_cams((summed * label_mask).clamp(min=0.0), mode=settings.normalisation)
+    return CamResult(cams, probabilities, labels_used, settings.label_source)
+
+
+def _run_views(
+    model: CamNet,
+    images: torch.Tensor,
+    kind: MapKind,
+    cam_views: tuple[InferenceView, ...],
+    probability_views: tuple[InferenceView, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each view run once: CAM views first, then label-only views, whatever each is used for.
+
+    Returns:
+        The CAM views' maps mapped back to the input grid and summed, (B, K, H, W) float32, and the label views'
+        class probabilities averaged, (B, K).
+    """
+    shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
     summed: torch.Tensor | None = None
     probability_sum: torch.Tensor | None = None
     with _eval_mode(model):
-        # CAM views first, then label-only views; each view runs once, whatever it is used for.
         for view in dict.fromkeys((*cam_views, *probability_views)):
             view_images = view.apply(images)
             logits, maps = _view_maps(model, view_images, kind)
@@ -322,14 +344,7 @@ def compute_cams(
                 probabilities = torch.sigmoid(logits.float())
                 probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
     assert summed is not None and probability_sum is not None  # settings guarantee at least one view of each
-    probabilities = probability_sum / len(probability_views)
-    labels_used = select_labels(probabilities, settings=settings, image_labels=image_labels)
-    label_mask = labels_used[:, :, None, None].to(summed.dtype)
-    if model.abilities.grad_cam:
-        cams, background = _histosegnet_maps(summed, probabilities, label_mask, images)
-        return CamResult(cams, probabilities, labels_used, settings.label_source, background)
-    cams = normalise_cams((summed * label_mask).clamp(min=0.0), mode=settings.normalisation)
-    return CamResult(cams, probabilities, labels_used, settings.label_source)
+    return summed, probability_sum / len(probability_views)
 
 
 def _number(value: float) -> str:
@@ -433,24 +448,9 @@ def compute_tile_scores(model: CamNet, images: torch.Tensor, *, settings: CamSet
         raise ValueError(f"{type(model).__name__}'s Grad-CAMs are scaled per image; use compute_cams for it")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    shape_hw = (int(images.shape[-2]), int(images.shape[-1]))
     cam_views = inference_views(settings)
     probability_views = label_views(settings)
-    summed: torch.Tensor | None = None
-    probability_sum: torch.Tensor | None = None
-    with _eval_mode(model):
-        # As compute_cams: CAM views first, then label-only views; each view runs once.
-        for view in dict.fromkeys((*cam_views, *probability_views)):
-            view_images = view.apply(images)
-            logits, maps = _view_maps(model, view_images, kind)
-            if view in cam_views:
-                view_hw = (int(view_images.shape[-2]), int(view_images.shape[-1]))
-                restored = view.invert(maps.float(), view_hw, shape_hw)  # (B, K, H, W)
-                summed = restored if summed is None else summed + restored
-            if view in probability_views:
-                probabilities = torch.sigmoid(logits.float())
-                probability_sum = probabilities if probability_sum is None else probability_sum + probabilities
-    assert summed is not None and probability_sum is not None  # settings guarantee at least one view of each
+    summed, probabilities = _run_views(model, images, kind, cam_views, probability_views)
     mean = summed / len(cam_views)
     scores = mean.clamp(0.0, 1.0) if kind == "refined" else torch.sigmoid(mean)
-    return TileScores(scores, probability_sum / len(probability_views))
+    return TileScores(scores, probabilities)
