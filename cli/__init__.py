@@ -18,22 +18,16 @@ import click
 
 from histo_daen import __version__
 from histo_daen.errors import HistoDaenError
+from histo_daen.interrupts import Terminated, defer_if_held
 
 __all__ = ["EXIT_SOME_FAILED", "Terminated", "main"]
 
 EXIT_SOME_FAILED = 3
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, ``kill``, ``timeout``), raised in the main thread like Ctrl-C.
-
-    Being a KeyboardInterrupt, it unwinds through exactly the clean-up Ctrl-C runs: worker pools shut down (no
-    orphaned forkserver or reader), temporary files are removed, and partial outputs stay resumable.
-    """
-
-
-# Set when SIGTERM arrives: its exception can be swallowed (raised inside a __del__) or replaced (see
-# _interruption_behind), but the command was still interrupted.
+# Set when SIGTERM arrives: its exception can be swallowed (raised inside a __del__), held back to the end of a
+# moment that must not be cut (histo_daen.interrupts) or replaced (see _interruption_behind), but the command was
+# still interrupted.
 _sigterm_received = False
 
 
@@ -50,7 +44,8 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     # the clean-up and again at exit. Their death is this signal's doing, not an error of its own.
     # (A no-op, not SIG_DFL: a SIGCHLD already caught but not yet handled would raise 'ignored due to race'.)
     signal.signal(signal.SIGCHLD, _ignore_signal)
-    raise Terminated()
+    if not defer_if_held():
+        raise Terminated()
 
 
 def _interruption_behind(err: BaseException) -> KeyboardInterrupt | None:
@@ -104,6 +99,7 @@ class _LazyGroup(click.Group):
         global _sigterm_received
         _sigterm_received = False
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous_sigchld = signal.getsignal(signal.SIGCHLD)
         try:
             return super().invoke(ctx)
         except (HistoDaenError, KeyboardInterrupt, RuntimeError) as err:
@@ -122,6 +118,7 @@ class _LazyGroup(click.Group):
             ctx.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGCHLD, previous_sigchld)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -10,9 +10,14 @@ rules on top (formats.md §1), and the NGFF 0.4 / 0.5 spec (ome-zarr-models, the
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import random
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,3 +232,45 @@ def _check_qupath_geojson_fixture() -> Callable[..., dict[str, Any]]:
 @pytest.fixture(name="check_ome_zarr")
 def _check_ome_zarr_fixture() -> Callable[[Path], None]:
     return check_ome_zarr
+
+
+def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited
+        os.killpg(process.pid, signal_number)
+
+
+def pause_mid_job(
+    start: Callable[[], subprocess.Popen[bytes]],
+    started_enough: Callable[[], bool],
+    finished: Callable[[], bool],
+    attempts: int = 3,
+) -> subprocess.Popen[bytes]:
+    """Start a job in its own process group (``start``), wait until ``started_enough()``, then stop the whole group
+    (SIGSTOP) and return it, stopped, part-way through: the caller sends its signal, then SIGCONT.
+
+    A small job can end between the check and the signal when the machine is busy (a test that sends Ctrl-C then
+    sees exit 0). Stopped first, whether it finished (``finished()`` or exited) is known before the signal is sent;
+    if it did, its output is the caller's to clear in ``start`` and the job runs again, up to ``attempts`` times.
+    """
+    for _ in range(attempts):
+        process = start()
+        try:
+            deadline = time.monotonic() + 120
+            while not started_enough() and process.poll() is None:
+                assert time.monotonic() < deadline, "the job made no progress in 120 s"
+                time.sleep(0.01)
+            _signal_group(process, signal.SIGSTOP)
+        except BaseException:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+            raise
+        if process.poll() is None and not finished():
+            return process
+        _signal_group(process, signal.SIGKILL)  # finished first (or all but exited): run it again
+        process.wait()
+    pytest.fail(f"the job finished before it could be interrupted, {attempts} times")
+
+
+@pytest.fixture(name="pause_mid_job")
+def _pause_mid_job_fixture() -> Callable[..., subprocess.Popen[bytes]]:
+    return pause_mid_job

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "histo_daen"
 # Lower rank = more basic. A module may import from its own rank's package or from lower ranks only.
 FOUNDATION = {
     "errors", "classes", "atomic", "seeding", "config", "devices", "digest", "progress", "provenance", "resources",
-    "torchrun",
+    "torchrun", "interrupts",
 }  # fmt: skip
 RANKS: dict[str, int] = {name: 0 for name in FOUNDATION} | {
     "slide": 1,

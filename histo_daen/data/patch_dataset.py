@@ -8,8 +8,8 @@ exactly what the uninterrupted run saw.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,9 @@ from histo_daen.data.masks import read_mask
 from histo_daen.data.patch_folder import PatchRecord, label_from_mask
 from histo_daen.data.transforms import PatchAugment, resize_patch
 from histo_daen.errors import DatasetError
+from histo_daen.interrupts import interruptions_held
 
-__all__ = ["PatchDataset", "loader_batches", "read_rgb", "release_sigterm"]
+__all__ = ["PatchDataset", "loader_batches", "read_rgb"]
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -116,24 +117,21 @@ class PatchDataset(Dataset[dict[str, Any]]):
         return item
 
 
-def loader_batches(loader: DataLoader[Any]) -> Iterator[Any]:
-    """``iter(loader)``, with SIGTERM held back while its worker processes are forked.
+@contextmanager
+def loader_batches(loader: DataLoader[Any]) -> Iterator[Iterator[Any]]:
+    """``with loader_batches(loader) as batches:``: ``iter(loader)``, its worker processes started and, when the
+    block ends, shut down, both out of SIGTERM's reach (:func:`~histo_daen.interrupts.interruptions_held`).
 
-    SIGTERM often reaches the whole process group (``timeout``, schedulers, ``kill -- -PGID``). A worker forked at
-    that moment would run the parent's Python handler (raising inside the fork and logging's at-fork hooks) before
-    torch installs its own; held back, it arrives once the worker runs torch's handler (:func:`release_sigterm`)
-    and in the parent once the workers are started.
+    Left to the garbage collector, a loader's workers are shut down in a finaliser, where a SIGTERM's exception
+    would be printed as "Exception ignored" and lost; here it is raised once they are gone.
     """
-    if loader.num_workers == 0:
-        return iter(loader)
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    with interruptions_held():
+        batches = iter(loader)
     try:
-        return iter(loader)
+        yield batches
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def release_sigterm(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader: let the SIGTERM held back by :func:`loader_batches` through, now
-    that torch's worker handler (exit quietly when the parent asks, die by the signal otherwise) is in place."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        with interruptions_held():
+            # torch's own clean-up (what the finaliser would run); a loader without workers has none.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

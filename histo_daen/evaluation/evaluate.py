@@ -40,7 +40,7 @@ from histo_daen.classes import ClassSet, class_set
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import DataConfig, EvaluateConfig, InferenceConfig
 from histo_daen.data.masks import write_mask
-from histo_daen.data.patch_dataset import PatchDataset, loader_batches, release_sigterm
+from histo_daen.data.patch_dataset import PatchDataset, loader_batches
 from histo_daen.data.registry import dataset_names, dataset_spec, load_splits
 from histo_daen.errors import CheckpointError, ConfigError, DatasetError
 from histo_daen.evaluation.folders import replace_folder
@@ -105,9 +105,9 @@ def _example_indices(n_images: int, n_examples: int) -> set[int]:
     return {int(i) for i in np.linspace(0, n_images - 1, min(n_examples, n_images)).round()}
 
 
-def _batches(loader: DataLoader[Any]) -> Iterator[list[dict[str, Any]]]:
+def _batches(loaded_batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
     """Items grouped by image size within each loaded batch, so a split of mixed patch sizes still stacks."""
-    for items in loader_batches(loader):
+    for items in loaded_batches:
         by_shape: dict[tuple[int, ...], list[dict[str, Any]]] = {}
         for item in items:
             by_shape.setdefault(tuple(item["image"].shape), []).append(item)
@@ -161,19 +161,17 @@ def evaluate_model(
     settings = cfg.inference
     dataset = PatchDataset(records, n_classes=n_classes, with_masks=True)
     loader: DataLoader[Any] = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=cfg.workers,
-        collate_fn=list,
-        worker_init_fn=release_sigterm,
+        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, collate_fn=list
     )
     examples = _example_indices(len(dataset), cfg.n_examples) if output_dir is not None else set()
     matrix = np.zeros((n_classes + 1, n_classes + 1), dtype=np.int64)
     labels_agree = 0
     label_counts = np.zeros(n_classes, dtype=np.int64)
-    with progress_bar(total=len(dataset), unit="patch", desc="evaluating", enabled=progress) as bar:
-        for items in _batches(loader):
+    with (
+        progress_bar(total=len(dataset), unit="patch", desc="evaluating", enabled=progress) as bar,
+        loader_batches(loader) as loaded_batches,
+    ):
+        for items in _batches(loaded_batches):
             for item in items:
                 item["path"] = records[item["index"]].image
             images = torch.stack([item["image"] for item in items]).to(device)  # (B, 3, H, W) in [0, 1]

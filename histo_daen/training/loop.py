@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from histo_daen.atomic import atomic_write_text, check_output
 from histo_daen.config.load import dump_config, to_plain_dict
 from histo_daen.config.schema import TrainConfig
-from histo_daen.data.patch_dataset import PatchDataset, loader_batches, release_sigterm
+from histo_daen.data.patch_dataset import PatchDataset, loader_batches
 from histo_daen.data.registry import dataset_spec, load_splits
 from histo_daen.data.transforms import PatchAugment
 from histo_daen.devices import autocast_settings, resolve_device
@@ -525,14 +525,7 @@ def _loader(
     # An own generator: creating the iterator draws the workers' base seed from it, not from the global torch RNG,
     # whose state the checkpoint restores for dropout (a resumed run creates its iterator at another moment).
     generator = torch.Generator().manual_seed(seed * 7919 + sampler.epoch)
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        generator=generator,
-        worker_init_fn=release_sigterm,
-    )
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory, generator=generator)
 
 
 @dataclass(frozen=True)
@@ -705,11 +698,12 @@ def _run_steps(
     bar = progress_bar(
         total=plan.max_steps, initial=step, unit="step", desc="training", enabled=progress and ctx.is_main
     )
-    with bar:
+    with bar, contextlib.ExitStack() as open_loader:
         while step < plan.max_steps:
             epoch = step // plan.steps_per_epoch
             epoch_end = min((epoch + 1) * plan.steps_per_epoch, plan.max_steps)
-            batches = _epoch_batches(cfg, ctx, dataset, plan, epoch, step)
+            open_loader.close()  # the previous epoch's loader: its workers stop before the next one's start
+            batches = open_loader.enter_context(_epoch_batches(cfg, ctx, dataset, plan, epoch, step))
             while step < epoch_end:
                 result = stepper.run(batches, epoch, step=step + 1, saved_step=saved_step)
                 step += 1
@@ -754,8 +748,9 @@ def _run_steps(
 
 def _epoch_batches(
     cfg: TrainConfig, ctx: DistributedContext, dataset: PatchDataset, plan: StepPlan, epoch: int, step: int
-) -> Iterator[dict[str, Any]]:
-    """This rank's micro-batches of ``epoch`` from ``step`` on (a resumed run starts inside an epoch)."""
+) -> contextlib.AbstractContextManager[Iterator[dict[str, Any]]]:
+    """``with``: this rank's micro-batches of ``epoch`` from ``step`` on (a resumed run starts inside an epoch); the
+    loader's workers are shut down when the block ends (:func:`~histo_daen.data.patch_dataset.loader_batches`)."""
     accumulation = cfg.optim.accumulation_steps
     steps_this_epoch = min(plan.steps_per_epoch, plan.max_steps - epoch * plan.steps_per_epoch)
     sampler = EpochBatchSampler(

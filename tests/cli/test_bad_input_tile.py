@@ -7,6 +7,7 @@ the user sees, the exit code, and what is on disk afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def _group_members(group: int) -> list[int]:
 )
 def test_a_signal_stops_every_worker_and_leaves_a_job_the_rerun_finishes(
     invoke: Callable[..., Any],
+    pause_mid_job: Callable[..., subprocess.Popen[bytes]],
     tiny_slide: SyntheticSlide,
     tmp_path: Path,
     signal_number: int,
@@ -114,28 +116,33 @@ def test_a_signal_stops_every_worker_and_leaves_a_job_the_rerun_finishes(
 ) -> None:
     args = ["tile", str(tiny_slide.path), "--tile-size", "32", "--target-mpp", "0.5", "--workers", "2"]
     journal = tmp_path / "out" / "tiny.partial" / "progress.csv"
-    with open(tmp_path / "stderr.txt", "w") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-c", "from histo_daen.cli import main; main()", *args, "-o", str(tmp_path / "out")],
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,  # its own process group: Ctrl-C reaches the command and all its workers
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not (journal.exists() and journal.read_text().count("\n") >= 32):
-                assert child.poll() is None, "the job ended before it could be interrupted"
-                assert time.monotonic() < deadline, "no tile was journaled"
-                time.sleep(0.05)
-            if signal_number == signal.SIGINT:
-                os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-            else:
-                child.send_signal(signal.SIGTERM)  # what kill, timeout and schedulers do: the command only
-            assert child.wait(timeout=60) == exit_code
-        finally:
-            if child.poll() is None:
-                child.kill()
+
+    def start() -> subprocess.Popen[bytes]:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        with open(tmp_path / "stderr.txt", "w") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-c", "from histo_daen.cli import main; main()", *args, "-o", str(tmp_path / "out")],
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # its own process group: Ctrl-C reaches the command and all its workers
+            )
+
+    child = pause_mid_job(
+        start,
+        started_enough=lambda: journal.exists() and journal.read_text().count("\n") >= 32,
+        finished=lambda: (tmp_path / "out" / "tiny").exists(),
+    )
+    try:
+        if signal_number == signal.SIGINT:
+            os.killpg(child.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        else:
+            child.send_signal(signal.SIGTERM)  # what kill, timeout and schedulers do: the command only
+        os.killpg(child.pid, signal.SIGCONT)
+        assert child.wait(timeout=60) == exit_code
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
     deadline = time.monotonic() + 15
     while _group_members(child.pid) and time.monotonic() < deadline:
         time.sleep(0.1)

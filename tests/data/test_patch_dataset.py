@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from histo_daen.config.schema import AugmentConfig
 from histo_daen.data.luad import check_luad
-from histo_daen.data.patch_dataset import PatchDataset
+from histo_daen.data.patch_dataset import PatchDataset, loader_batches
 from histo_daen.data.transforms import PatchAugment
 
 
@@ -48,3 +50,12 @@ def test_labels_returns_the_label_matrix(luad_folder: Path) -> None:
     labels = PatchDataset(records, n_classes=4).labels()
     assert labels.dtype == np.uint8
     assert labels.tolist() == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]]
+
+
+def test_loader_batches_stops_the_loaders_workers_when_the_block_ends(luad_folder: Path) -> None:
+    records = check_luad(luad_folder)["train"]
+    loader = DataLoader(PatchDataset(records, n_classes=4), batch_size=2, num_workers=2)
+    with loader_batches(loader) as batches:
+        assert next(batches)["image"].shape[0] == 2
+        assert len(multiprocessing.active_children()) == 2  # the workers, before the epoch is over
+    assert multiprocessing.active_children() == []  # joined here, not whenever the iterator is collected

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -195,18 +195,26 @@ def _tile_in_subprocess(slide: Path, output: Path) -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGINT])
 def test_killed_job_resumes_to_the_same_bytes_as_an_uninterrupted_one(
-    tiny_slide: SyntheticSlide, tmp_path: Path, kill_signal: signal.Signals
+    pause_mid_job: Callable[..., subprocess.Popen[bytes]],
+    tiny_slide: SyntheticSlide,
+    tmp_path: Path,
+    kill_signal: signal.Signals,
 ) -> None:
     config = TileConfig(tile_size=32, target_mpp=0.5)
     killed = tmp_path / "killed"
-    process = _tile_in_subprocess(tiny_slide.path, killed)
     journal = killed / "tiny.partial" / "progress.csv"
-    deadline = time.monotonic() + 120
-    while len(read_journal(journal)) < 64 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+
+    def start() -> subprocess.Popen[bytes]:
+        shutil.rmtree(killed, ignore_errors=True)
+        return _tile_in_subprocess(tiny_slide.path, killed)
+
+    process = pause_mid_job(
+        start, started_enough=lambda: len(read_journal(journal)) >= 64, finished=lambda: (killed / "tiny").exists()
+    )
     os.killpg(process.pid, kill_signal)  # the command and its workers, as Ctrl-C or an out-of-memory kill would
+    os.killpg(process.pid, signal.SIGCONT)
     process.wait(timeout=60)
-    assert not (killed / "tiny").exists(), "the job finished before it could be killed"
+    assert not (killed / "tiny").exists(), "the job finished although it was interrupted"
     done_before = len(read_journal(journal))
     assert done_before >= 64
 
