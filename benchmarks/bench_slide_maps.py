@@ -21,7 +21,9 @@ all at 0.5 um/px. Each slide is segmented with one trained checkpoint (``--check
 - ``new``: the defaults (``stitching=slide``, half-tile overlap, linear cross-fade, classes allowed by the blended
   tile probabilities, each class's scores in its slide-level unit);
 - ``new+clean``: the defaults plus the label clean-up (``min_region_um2``, ``--min-region-um2``);
-- ``new-overlap48`` (on request, ``--methods``): the defaults with 48 px of overlap instead of half the tile.
+- ``new-overlap48`` (on request, ``--methods``): the defaults with 48 px of overlap instead of half the tile;
+- ``new+context`` (on request): the defaults with ``context=16``: 16 px at each tile edge computed but not blended,
+  the overlap grown to match (half the used 80 px plus twice the context: 72 px).
 
 through ``segment_slide`` into a real OME-Zarr map, as ``histo-daen segment`` does. For each map: pixel accuracy and
 mIoU against the ground truth (LUAD protocol, at the truth's 16-px resolution), the seam ratio at the method's tile
@@ -136,6 +138,7 @@ def _methods(min_region_um2: float) -> dict[str, SegmentConfig]:
         "new": SegmentConfig(workers=1),
         "new+clean": SegmentConfig(workers=1, min_region_um2=min_region_um2),
         "new-overlap48": SegmentConfig(workers=1, overlap=48),  # less than half a tile (not run by default)
+        "new+context": SegmentConfig(workers=1, context=16),  # tile edges as context only (on request)
     }
 
 
@@ -252,7 +255,7 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["old", "new", "new+clean"],
-        choices=["old", "new", "new+clean", "new-overlap48"],
+        choices=["old", "new", "new+clean", "new-overlap48", "new+context"],
     )
     parser.add_argument("--min-region-um2", type=float, default=5000.0, help="clean-up of new+clean [default: 5000]")
     parser.add_argument("--repeat", type=int, default=3, help="runs per method and slide; the fastest counts")

@@ -216,6 +216,7 @@ class SlideMapPlan:
         tissue_mask: (h, w) bool tissue mask of the slide, from the tiler.
         tissue_downsample: level-0 pixels per tissue-mask pixel.
         ramp: the blending window's ramps, "linear" (slide stitching) or "cosine" (tile stitching).
+        context: model pixels at each tile edge computed but not blended (``SegmentConfig.context``).
         min_region_pixels: class regions with fewer map pixels are cleaned up (0 or 1: no clean-up).
     """
 
@@ -231,6 +232,7 @@ class SlideMapPlan:
     tissue_mask: np.ndarray
     tissue_downsample: float
     ramp: RampProfile = "linear"
+    context: int = 0
     min_region_pixels: int = 0
 
     @property
@@ -276,15 +278,24 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         NoTissueError: no tile holds enough tissue.
         ConfigError: the map stride does not divide the tile size and overlap.
     """
-    overlap = config.overlap if config.overlap is not None else tile_size // 2 // config.map_stride * config.map_stride
+    context, stride = config.context, config.map_stride
+    if 2 * context >= tile_size:
+        raise ConfigError(f"context={context} must be less than half the model's tile size {tile_size}")
+    used = tile_size - 2 * context  # the part of a tile blended into the map
+    overlap = config.overlap if config.overlap is not None else 2 * context + used // 2 // stride * stride
     stride_model = tile_size - overlap
-    if tile_size % config.map_stride or overlap % config.map_stride:
+    if tile_size % stride or overlap % stride or context % stride:
         raise ConfigError(
-            f"map_stride={config.map_stride} must divide the model's tile size ({tile_size}) and overlap "
-            f"({overlap}), so tiles land on whole map pixels"
+            f"map_stride={stride} must divide the model's tile size ({tile_size}), overlap ({overlap}) and "
+            f"context ({context}), so tiles land on whole map pixels"
         )
     if stride_model <= 0:
         raise ConfigError(f"overlap={overlap} must be smaller than the model's tile size {tile_size}")
+    if overlap < 2 * context:
+        raise ConfigError(
+            f"overlap={overlap} must be at least twice context={context}: the used parts of neighbouring tiles "
+            "would not meet"
+        )
     mpp0 = slide.require_mpp()
     grid = tile_grid(
         slide,
@@ -328,6 +339,7 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         tissue_mask=grid.tissue_mask,
         tissue_downsample=grid.tissue_downsample,
         ramp="linear" if config.stitching == "slide" else "cosine",
+        context=context,
         min_region_pixels=math.ceil(config.min_region_um2 / map_mpp**2),
     )
 
@@ -511,7 +523,12 @@ def segment_slide(
         )
     # The clean-up of a resumed run's first band needs the rows above it: that band is stitched again, not written.
     first_stitched = first_band - 1 if cleaner is not None and 0 < first_band < sink.n_bands else first_band
-    window = blend_window((tile_map, tile_map), plan.overlap // plan.map_stride, profile=plan.ramp)
+    window = blend_window(
+        (tile_map, tile_map),
+        (plan.overlap - 2 * plan.context) // plan.map_stride,
+        profile=plan.ramp,
+        context=plan.context // plan.map_stride,
+    )
     stitchers: list[BandStitcher] = []  # made at the first tile output, which tells the channels to blend
 
     def stitcher(n_values: int) -> BandStitcher:

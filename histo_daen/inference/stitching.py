@@ -48,27 +48,46 @@ def _ramp(length: int, margin: int, floor: float, profile: RampProfile) -> np.nd
     return weights.astype(np.float32)
 
 
+def _window_1d(length: int, margin: int, context: int, floor: float, profile: RampProfile) -> np.ndarray:
+    """``context`` pixels at ``floor`` at both ends, the ramps of :func:`_ramp` over the ``length - 2 * context``
+    pixels between."""
+    weights = np.full(length, floor, dtype=np.float32)
+    weights[context : length - context] = _ramp(length - 2 * context, margin, floor, profile)
+    return weights
+
+
 def blend_window(
-    shape_hw: tuple[int, int], margin: int, *, floor: float = WINDOW_FLOOR, profile: RampProfile = "cosine"
+    shape_hw: tuple[int, int],
+    margin: int,
+    *,
+    floor: float = WINDOW_FLOOR,
+    profile: RampProfile = "cosine",
+    context: int = 0,
 ) -> np.ndarray:
     """Weights for blending one tile's output into the map.
 
     Args:
         shape_hw: (height, width) of the tile output in map pixels.
-        margin: pixels at each edge over which the weight ramps up (the overlap between neighbouring tiles);
-            0 gives a flat window.
+        margin: pixels inside the context over which the weight ramps up (the overlap between neighbouring tiles'
+            used parts); 0 gives a flat window.
         floor: smallest weight, in (0, 1].
         profile: "linear" or "cosine" (raised cosine) ramps (module docstring).
+        context: pixels at each edge weighted ``floor`` only (the tile's context border: they count only where no
+            other tile reaches, at the edge of the tissue).
 
     Returns:
-        (height, width) float32 in [floor, 1], the outer product of two 1-D ramps.
+        (height, width) float32 in [floor, 1], the outer product of two 1-D windows.
     """
     if not 0 < floor <= 1:
         raise ValueError(f"floor must be in (0, 1], got {floor}")
     if profile not in ("linear", "cosine"):
         raise ValueError(f"profile must be 'linear' or 'cosine', got {profile!r}")
     height, width = shape_hw
-    return np.outer(_ramp(height, margin, floor, profile), _ramp(width, margin, floor, profile))
+    if not 0 <= 2 * context < min(height, width):
+        raise ValueError(f"context {context} must leave part of a {height} x {width} tile")
+    return np.outer(
+        _window_1d(height, margin, context, floor, profile), _window_1d(width, margin, context, floor, profile)
+    )
 
 
 @dataclass(frozen=True)

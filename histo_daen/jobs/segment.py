@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 # Settings that change the map; the rest (batch size, readers, GeoJSON and picture options) may change on resume.
 _MAP_SETTINGS = (
     "overlap",
+    "context",
     "stitching",
     "min_region_um2",
     "min_tissue",

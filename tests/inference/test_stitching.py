@@ -134,3 +134,19 @@ def test_map_values_from_scores_are_class_plus_one_on_tissue_only() -> None:
     scores[0, 1, :] = 0.2  # TE
     is_tissue = np.array([[True, True, False], [True, True, True]])
     assert map_values_from_scores(scores, is_tissue).tolist() == [[3, 4, 0], [1, 1, 1]]
+
+
+def test_context_pixels_weigh_only_the_floor_and_the_used_parts_cross_fade() -> None:
+    """A 28-px tile with 4 px of context at each edge: its used 20 px ramp over half their width, so tiles 10 px
+    apart (the step of half-overlapping used parts) sum to one wherever their used parts meet."""
+    window = np.sqrt(np.diag(blend_window((28, 28), 10, profile="linear", context=4)))  # the outer product's factor
+    np.testing.assert_allclose(window[:4], WINDOW_FLOOR, rtol=1e-6)
+    np.testing.assert_allclose(window[24:], WINDOW_FLOOR, rtol=1e-6)
+    np.testing.assert_allclose(window[4:24], blend_window((1, 20), 10, profile="linear")[0], rtol=1e-6)
+    summed = window[14:24] + window[4:14]  # the right half of one tile's used part over the left half of the next's
+    np.testing.assert_allclose(summed, 1.0 + WINDOW_FLOOR, rtol=1e-6)
+
+
+def test_context_must_leave_part_of_the_tile() -> None:
+    with pytest.raises(ValueError, match="context 8 must leave part of a 16 x 16 tile"):
+        blend_window((16, 16), 0, context=8)
