@@ -18,12 +18,14 @@ all at 0.5 um/px. Each slide is segmented with one trained checkpoint (``--check
 
 - ``old``: the earlier default, ``stitching=tile`` with ``overlap=32`` (each tile's CAMs min-max normalised and
   masked by its own predicted classes, cosine cross-fade);
-- ``new``: the defaults (``stitching=slide``, half-tile overlap, linear cross-fade, classes allowed by the blended
-  tile probabilities, each class's scores in its slide-level unit);
+- ``new``: the defaults (``stitching=slide``; ``context`` 16: 16 px at each tile edge computed but not blended;
+  overlap half the used 80 px plus twice the context, 72 px; linear cross-fade; classes allowed by the blended tile
+  probabilities, each class's scores in its slide-level unit);
 - ``new+clean``: the defaults plus the label clean-up (``min_region_um2``, ``--min-region-um2``);
-- ``new-overlap48`` (on request, ``--methods``): the defaults with 48 px of overlap instead of half the tile;
-- ``new+context`` (on request): the defaults with ``context=16`` (``--context``): 16 px at each tile edge computed
-  but not blended, the overlap grown to match (half the used 80 px plus twice the context: 72 px).
+- ``no-context`` (on request, ``--methods``): the defaults with ``context=0`` (half-tile overlap, the default before
+  context was), so every map pixel is blended from tile edges too;
+- ``new-context`` (on request): the defaults with another context, ``--context N`` model pixels;
+- ``new-overlap48`` (on request): ``overlap=48`` (no context, a chosen overlap keeps its meaning).
 
 ``--scale 4`` writes and uses the same slides four times wider and taller (8-25 mm across, the size of real
 sections; the same region sizes, so 16 times the regions): a small map's seam ratio is mostly scatter (the ground
@@ -46,7 +48,7 @@ and that pooled profile position by position (rate over the median position; the
 resolution), so a grid shows as the same positions standing out. Nothing is asserted.
 
 Usage: ``python benchmarks/bench_slide_maps.py [--checkpoint PATH] [--repeat 3] [--threads 2] [--slides demo ...]
-[--scale 4] [--methods old new new+context] [--context 16]``.
+[--scale 4] [--methods old new no-context new-context] [--context 8]``.
 """
 
 from __future__ import annotations
@@ -142,8 +144,9 @@ def _methods(min_region_um2: float, context: int) -> dict[str, SegmentConfig]:
         "old": SegmentConfig(stitching="tile", overlap=32, workers=1),
         "new": SegmentConfig(workers=1),
         "new+clean": SegmentConfig(workers=1, min_region_um2=min_region_um2),
-        "new-overlap48": SegmentConfig(workers=1, overlap=48),  # less than half a tile (not run by default)
-        "new+context": SegmentConfig(workers=1, context=context),  # tile edges as context only (on request)
+        "no-context": SegmentConfig(workers=1, context=0),  # tile edges blended too (on request)
+        "new-context": SegmentConfig(workers=1, context=context),  # another context (on request)
+        "new-overlap48": SegmentConfig(workers=1, overlap=48),  # less than half a tile (on request)
     }
 
 
@@ -264,10 +267,10 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["old", "new", "new+clean"],
-        choices=["old", "new", "new+clean", "new-overlap48", "new+context"],
+        choices=["old", "new", "new+clean", "no-context", "new-context", "new-overlap48"],
     )
     parser.add_argument("--min-region-um2", type=float, default=5000.0, help="clean-up of new+clean [default: 5000]")
-    parser.add_argument("--context", type=int, default=16, help="context of new+context, model pixels [default: 16]")
+    parser.add_argument("--context", type=int, default=8, help="context of new-context, model pixels [default: 8]")
     parser.add_argument("--repeat", type=int, default=3, help="runs per method and slide; the fastest counts")
     parser.add_argument(
         "--scale",

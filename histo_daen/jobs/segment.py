@@ -45,7 +45,7 @@ from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.geojson import geojson_options, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
-from histo_daen.inference.slide import CamPredictor, SegmentStats, plan_slide_map, segment_slide
+from histo_daen.inference.slide import CamPredictor, SegmentStats, SlideMapPlan, plan_slide_map, segment_slide
 from histo_daen.jobs.cohort import CohortReport, Shard, SlideOutcome, SlideTask, run_cohort
 from histo_daen.models.checkpoint import LoadedModel, load_model
 from histo_daen.provenance import require_same
@@ -127,11 +127,11 @@ def _summary(
     tissue_map: TissueMap,
     outputs: dict[str, str],
     n_tiles: int,
-    tile_step: int,
+    plan: SlideMapPlan,
 ) -> dict[str, Any]:
     areas = class_areas(tissue_map)
     # How much the label changes line up with the tile grid (histo_daen.evaluation.seams): 1.0 = seamless.
-    seams = seam_ratio((band for _, band in tissue_map.label_bands()), tile_step)
+    seams = seam_ratio((band for _, band in tissue_map.label_bands()), plan.tile_step)
     return {
         "slide": {**identity, "path": str(slide_path.resolve())},
         "status": "done",
@@ -143,7 +143,9 @@ def _summary(
             "map_mpp": tissue_map.map_mpp,
             "n_levels": tissue_map.n_levels,
             "ngff_version": tissue_map.ngff_version,
-            "tile_step": tile_step,
+            "tile_step": plan.tile_step,
+            "overlap": plan.overlap,  # model pixels, as resolved (config null: from the tile and context)
+            "context": plan.context,
             "seam_ratio": seams,
         },
         "model": {k: v for k, v in tissue_map.provenance["model"].items() if k != "model_config"},
@@ -246,7 +248,7 @@ def _segment_one(
             outputs["overview"] = write_overview(
                 thumbnail, tissue_map, folder / "overview.png", slide_size_wh=slide.dimensions, title=slide_path.name
             ).name
-    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), plan.tile_step)
+    summary = _summary(slide_path, identity, tissue_map, outputs, len(plan.tiles), plan)
     atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return "done", SlideSegmentation(summary, stats)
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 from histo_daen.config.schema import InferenceConfig, SegmentConfig
 from histo_daen.errors import ConfigError, MissingResolutionError, NoTissueError
 from histo_daen.evaluation.seams import seam_ratio
-from histo_daen.inference.slide import CamPredictor, TileOutput, plan_slide_map, segment_slide
+from histo_daen.inference.slide import CamPredictor, TileOutput, default_context, plan_slide_map, segment_slide
 from histo_daen.slide import open_slide
 
 
@@ -68,6 +68,33 @@ def test_context_grows_the_default_overlap_and_keeps_the_identity(pattern_slide)
     _segment(plan, sink, IdentityModel())
     expected = image.astype(np.float32).reshape(128, 4, 192, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255
     np.testing.assert_allclose(sink.scores, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("tile_size", "map_stride", "context"),
+    [(224, 4, 16), (112, 4, 16), (112, 8, 16), (64, 4, 8), (64, 8, 8), (32, 4, 4), (112, 32, 0), (16, 4, 0)],
+)
+def test_default_context_is_16_px_or_a_seventh_of_small_tiles_in_whole_map_pixels(
+    tile_size: int, map_stride: int, context: int
+) -> None:
+    assert default_context(tile_size, map_stride) == context
+
+
+@pytest.mark.parametrize(
+    ("settings", "context", "overlap"),
+    [
+        ({}, 8, 40),  # the measured default: context, then half the used 48 px plus twice the context
+        ({"overlap": 32}, 0, 32),  # a chosen overlap keeps its meaning: no context unless asked for
+        ({"stitching": "tile"}, 0, 32),  # the earlier stitching: half the tile, no context
+        ({"context": 0}, 0, 32),  # off: half the tile
+        ({"context": 4}, 4, 36),  # asked for: half the used 56 px (28) plus twice the context (8)
+    ],
+)
+def test_the_default_context_comes_only_with_the_default_overlap_and_slide_stitching(
+    pattern_slide, settings: dict, context: int, overlap: int
+) -> None:
+    plan = _plan(pattern_slide[0], model_mpp=0.5, **{"overlap": None, **settings})
+    assert (plan.context, plan.overlap) == (context, overlap)
 
 
 @pytest.mark.parametrize(
@@ -346,8 +373,8 @@ class SpeckledModel(ContextModel):
 
 def test_identity_model_with_the_default_stitching_gives_back_the_slide(pattern_slide) -> None:
     path, image = pattern_slide
-    plan = _plan(path, model_mpp=0.5, overlap=None)  # half-tile overlap, linear cross-fade
-    assert plan.overlap == 32 and plan.ramp == "linear" and plan.tile_step == 8
+    plan = _plan(path, model_mpp=0.5, overlap=None)  # 8 px of context, half the rest overlapping, linear ramps
+    assert plan.context == 8 and plan.overlap == 8 * 2 + 48 // 2 and plan.ramp == "linear" and plan.tile_step == 6
     sink = MemorySink(plan.shape_hw, 3, band_height=32)
     _segment(plan, sink, IdentityModel())
     expected = image.astype(np.float32).reshape(128, 4, 192, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1) / 255

@@ -61,9 +61,10 @@ def test_one_slide_gives_map_geojson_picture_and_summary(
     assert sum(area["percent_of_tissue"] for area in summary["areas"]) == pytest.approx(100.0)
     tissue_pixels = int((labels > 0).sum())
     assert summary["tissue_mm2"] == pytest.approx(tissue_pixels * (8 / 1000) ** 2)
-    # The seam ratio at the tile step: 64-px tiles overlapping by half are 32 model px = 8 map px apart.
-    assert summary["map"]["tile_step"] == 8
-    assert summary["map"]["seam_ratio"] == seam_ratio(np.asarray(labels), 8)
+    # The seam ratio at the tile step: 64-px tiles with 8 px of context each side and half the other 48 overlapping
+    # are 24 model px = 6 map px apart.
+    assert summary["map"]["context"] == 8 and summary["map"]["overlap"] == 40 and summary["map"]["tile_step"] == 6
+    assert summary["map"]["seam_ratio"] == seam_ratio(np.asarray(labels), 6)
     collection = check_qupath_geojson(outcome.folder / "map.geojson", region=(0, 0, 1024, 768))
     assert collection["features"] and all(shape(f["geometry"]).area > 0 for f in collection["features"])
     assert (outcome.folder / "overview.png").stat().st_size > 1000
