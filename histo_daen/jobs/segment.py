@@ -14,7 +14,8 @@ Slides, shards, folder names and failures follow the cohort rules of :mod:`histo
 fails (corrupt, no resolution, no tissue) gets ``failed.json`` and the others go on. A rerun skips slides whose
 ``summary.json`` exists, finishes maps left in ``map.zarr.partial`` at the first band not yet written, and refuses
 (naming what changed, :func:`histo_daen.provenance.require_same`) to reuse a map made with another model, slide or
-settings unless ``overwrite``. ``summary.csv`` is rebuilt from every ``summary.json`` present, whichever shard
+settings unless ``overwrite``; a folder whose ``config.yaml`` records other map settings is refused before any slide
+(and keeps that record). ``summary.csv`` is rebuilt from every ``summary.json`` present, whichever shard
 wrote it.
 """
 
@@ -37,10 +38,11 @@ import torch
 from histo_daen import __version__
 from histo_daen.atomic import atomic_write_text, partial_dir_for
 from histo_daen.classes import ClassSet, class_set_for
-from histo_daen.config import dump_config, to_plain_dict
+from histo_daen.config import dump_config, load_config, to_plain_dict
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.devices import process_device
 from histo_daen.digest import file_sha256
+from histo_daen.errors import HistoDaenError, OutputExistsError
 from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.geojson import geojson_options, write_geojson
 from histo_daen.export.overlay import write_overview
@@ -105,6 +107,30 @@ def _model_provenance(checkpoint: Path, loaded: LoadedModel) -> dict[str, Any]:
 def _map_settings(config: SegmentConfig) -> dict[str, Any]:
     plain = to_plain_dict(config)
     return {key: plain[key] for key in _MAP_SETTINGS}
+
+
+def _record_config(root: Path, config: SegmentConfig, *, overwrite: bool) -> None:
+    """Write ``OUT/config.yaml``, first refusing a folder whose recorded map settings differ (unless ``overwrite``),
+    so a refused run leaves the record of the maps that are there.
+
+    Raises:
+        OutputExistsError: ``config.yaml`` records other map settings, or cannot be read.
+    """
+    path = root / "config.yaml"
+    hint = "Pass --overwrite to replace the maps, or write to another output folder."
+    if path.exists() and not overwrite:
+        try:
+            stored = load_config(SegmentConfig, path)
+        except HistoDaenError as err:
+            raise OutputExistsError(path, f"cannot be read as a segment config ({err})", hint) from err
+        require_same(
+            {"segment": _map_settings(stored)},
+            {"segment": _map_settings(config)},
+            path=path,
+            subject="records maps made with other settings",
+            hint=hint,
+        )
+    dump_config(config, path)
 
 
 def _slide_bounds(slide: Slide) -> list[int]:
@@ -364,7 +390,7 @@ def segment_cohort(
         work,
         shard=shard,
         progress=progress,
-        on_start=lambda root: dump_config(config, root / "config.yaml"),
+        on_start=lambda root: _record_config(root, config, overwrite=overwrite),
         on_outcome=on_outcome,
         on_failure=_record_failure,
     )

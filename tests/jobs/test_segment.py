@@ -23,6 +23,7 @@ from histo_daen.classes import LUAD
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.data.tissue_cases import write_tissue_case
+from histo_daen.errors import OutputExistsError
 from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.zarr_map import read_tissue_map
 from histo_daen.jobs.cohort import Shard
@@ -136,13 +137,45 @@ def test_rerun_skips_finished_slides_and_overwrite_redoes_them(
 def test_a_map_made_with_other_settings_is_not_reused(
     tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
 ) -> None:
-    segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    segment_cohort([tiny_tiff_slide.path], tmp_path / "maps", checkpoint=segment_checkpoint, config=CONFIG)
+    (tmp_path / "maps" / "config.yaml").unlink()  # only the map itself knows its settings now
     other = SegmentConfig(**{**CONFIG.__dict__, "min_tissue": 0.2})
-    report = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other)
+    report = segment_cohort([tiny_tiff_slide.path], tmp_path / "maps", checkpoint=segment_checkpoint, config=other)
     (failed,) = report.failed
     assert "map.zarr: was made with another model, slide or settings" in failed.error
     assert "segment.min_tissue: stored 0.05, requested 0.2" in failed.error and "--overwrite" in failed.error
-    assert read_tissue_map(tmp_path / "tiny" / "map.zarr").provenance["segment"]["min_tissue"] == 0.05
+    assert read_tissue_map(tmp_path / "maps" / "tiny" / "map.zarr").provenance["segment"]["min_tissue"] == 0.05
+
+
+def test_a_folder_of_maps_made_with_other_settings_is_refused_before_any_slide(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    record = (tmp_path / "config.yaml").read_bytes()
+    other = SegmentConfig(**{**CONFIG.__dict__, "context": 0})
+    with pytest.raises(OutputExistsError) as refused:
+        segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other)
+    assert str(refused.value).startswith(f"{tmp_path / 'config.yaml'}: records maps made with other settings")
+    assert "segment.context: stored None, requested 0" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert (tmp_path / "config.yaml").read_bytes() == record  # the record of the maps that are there stays
+    # Settings that do not change the map may change on a rerun, and are recorded.
+    faster = SegmentConfig(**{**CONFIG.__dict__, "batch_size": 4})
+    again = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=faster)
+    assert again.outcomes[0].status == "skipped" and "batch_size: 4" in (tmp_path / "config.yaml").read_text()
+    redone = segment_cohort(
+        [tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=other, overwrite=True
+    )
+    assert redone.outcomes[0].status == "done" and "context: 0" in (tmp_path / "config.yaml").read_text()
+
+
+def test_an_unreadable_config_record_is_refused_and_kept(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "config.yaml").write_text("overlap: [not, a, number]\n")
+    with pytest.raises(OutputExistsError, match=r"config\.yaml: cannot be read as a segment config"):
+        segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    assert (tmp_path / "config.yaml").read_text() == "overlap: [not, a, number]\n"
+    assert not (tmp_path / "tiny").exists()
 
 
 def test_shards_split_the_sorted_slides(
