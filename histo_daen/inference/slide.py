@@ -276,21 +276,16 @@ def default_context(tile_size: int, map_stride: int) -> int:
     return min(DEFAULT_CONTEXT, tile_size // 7) // map_stride * map_stride
 
 
-def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: SegmentConfig) -> SlideMapPlan:
-    """Find the tissue tiles of a slide at the model's resolution and lay them out on the map grid.
+def map_geometry(tile_size: int, config: SegmentConfig) -> tuple[int, int]:
+    """``(context, overlap)`` in model pixels for tiles of ``tile_size``: ``config``'s, or the defaults they imply.
 
-    Args:
-        slide: an open slide.
-        model_mpp: microns per pixel the model was trained at (``ModelConfig.input_mpp``).
-        tile_size: tile side in model pixels (``ModelConfig.input_size``).
-        config: overlap (None: half the used part plus twice the context, in whole map pixels), context (None:
-            :func:`default_context` with the default overlap and slide stitching, else 0), map stride, tissue
-            settings, stitching, clean-up.
+    Context None: :func:`default_context` with the default overlap and slide stitching, else 0. Overlap None: half
+    the used part (the tile less twice the context) in whole map pixels, plus twice the context. Checked once per
+    model, before any slide is read.
 
     Raises:
-        MissingResolutionError: the slide has no usable mpp (pass ``--slide-mpp``).
-        NoTissueError: no tile holds enough tissue.
-        ConfigError: the map stride does not divide the tile size and overlap.
+        ConfigError: the context leaves no used part, the map stride does not divide tile, overlap and context, the
+            overlap is not smaller than the tile, or the used parts of neighbouring tiles would not meet.
     """
     stride = config.map_stride
     context = config.context
@@ -301,19 +296,36 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
         raise ConfigError(f"context={context} must be less than half the model's tile size {tile_size}")
     used = tile_size - 2 * context  # the part of a tile blended into the map
     overlap = config.overlap if config.overlap is not None else 2 * context + used // 2 // stride * stride
-    stride_model = tile_size - overlap
     if tile_size % stride or overlap % stride or context % stride:
         raise ConfigError(
             f"map_stride={stride} must divide the model's tile size ({tile_size}), overlap ({overlap}) and "
             f"context ({context}), so tiles land on whole map pixels"
         )
-    if stride_model <= 0:
+    if overlap >= tile_size:
         raise ConfigError(f"overlap={overlap} must be smaller than the model's tile size {tile_size}")
     if overlap < 2 * context:
         raise ConfigError(
             f"overlap={overlap} must be at least twice context={context}: the used parts of neighbouring tiles "
             "would not meet"
         )
+    return context, overlap
+
+
+def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: SegmentConfig) -> SlideMapPlan:
+    """Find the tissue tiles of a slide at the model's resolution and lay them out on the map grid.
+
+    Args:
+        slide: an open slide.
+        model_mpp: microns per pixel the model was trained at (``ModelConfig.input_mpp``).
+        tile_size: tile side in model pixels (``ModelConfig.input_size``).
+        config: overlap and context (:func:`map_geometry`), map stride, tissue settings, stitching, clean-up.
+
+    Raises:
+        MissingResolutionError: the slide has no usable mpp (pass ``--slide-mpp``).
+        NoTissueError: no tile holds enough tissue.
+        ConfigError: overlap, context and map stride do not fit the tile (:func:`map_geometry`).
+    """
+    context, overlap = map_geometry(tile_size, config)
     mpp0 = slide.require_mpp()
     grid = tile_grid(
         slide,
@@ -339,7 +351,7 @@ def plan_slide_map(slide: Slide, *, model_mpp: float, tile_size: int, config: Se
     map_mpp = model_mpp * config.map_stride
     width0, height0 = slide.dimensions
     shape_hw = (math.ceil(height0 / map_downsample), math.ceil(width0 / map_downsample))
-    step = stride_model // config.map_stride  # tile pitch in map pixels
+    step = (tile_size - overlap) // config.map_stride  # tile pitch in map pixels
     planned = sorted(
         (PlannedTile(tile, tile.row * step, tile.col * step) for tile in grid.tiles),
         key=lambda planned_tile: (planned_tile.y0, planned_tile.x0),

@@ -47,7 +47,14 @@ from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.geojson import geojson_options, write_geojson
 from histo_daen.export.overlay import write_overview
 from histo_daen.export.zarr_map import TissueMap, class_areas, open_map_writer, read_tissue_map
-from histo_daen.inference.slide import CamPredictor, SegmentStats, SlideMapPlan, plan_slide_map, segment_slide
+from histo_daen.inference.slide import (
+    CamPredictor,
+    SegmentStats,
+    SlideMapPlan,
+    map_geometry,
+    plan_slide_map,
+    segment_slide,
+)
 from histo_daen.jobs.cohort import CohortReport, Shard, SlideOutcome, SlideTask, run_cohort
 from histo_daen.models.checkpoint import LoadedModel, load_model
 from histo_daen.provenance import require_same
@@ -359,13 +366,15 @@ def segment_cohort(
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded (before any slide is touched).
-        ConfigError: no slides were given. PathError: the output folder cannot be written.
+        ConfigError: no slides were given, or overlap, context and map stride do not fit the checkpoint's tiles
+            (before any slide is touched). PathError: the output folder cannot be written.
     """
     config = SegmentConfig() if config is None else config
     require_workers(config.workers, setting="--workers (workers)", kind="threads")
     resolved = process_device(device)
     checkpoint_path = Path(checkpoint)
     loaded = load_model(checkpoint_path, device=resolved)
+    map_geometry(loaded.model_config.input_size, config)  # settings that cannot fit this model's tiles: refused once
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
     predictor = CamPredictor(loaded.model, len(classes), config.inference, stitching=config.stitching)

@@ -23,7 +23,7 @@ from histo_daen.classes import LUAD
 from histo_daen.config.schema import SegmentConfig
 from histo_daen.data.synthetic_slide import SyntheticSlide
 from histo_daen.data.tissue_cases import write_tissue_case
-from histo_daen.errors import OutputExistsError
+from histo_daen.errors import ConfigError, OutputExistsError
 from histo_daen.evaluation.seams import seam_ratio
 from histo_daen.export.zarr_map import read_tissue_map
 from histo_daen.jobs.cohort import Shard
@@ -310,3 +310,13 @@ def test_the_map_records_the_slide_bounds_rectangle_openslide_reports(tiny_tiff_
         assert _slide_bounds(slide) == [100, 40, 800, 600]
         slide.properties["openslide.bounds-width"] = "n/a"
         assert _slide_bounds(slide) == [0, 0, 1024, 768]
+
+
+def test_settings_that_cannot_fit_the_checkpoints_tiles_are_refused_before_any_slide(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    """One error for the run, not one failed slide after another: the checkpoint reads 64-px tiles."""
+    too_wide = SegmentConfig(**{**CONFIG.__dict__, "context": 32})
+    with pytest.raises(ConfigError, match="context=32 must be less than half the model's tile size 64"):
+        segment_cohort([tiny_tiff_slide.path], tmp_path / "maps", checkpoint=segment_checkpoint, config=too_wide)
+    assert not (tmp_path / "maps").exists()
