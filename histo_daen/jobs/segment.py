@@ -218,6 +218,9 @@ def _segment_one(
         shutil.rmtree(folder)
     (folder / "failed.json").unlink(missing_ok=True)
     stats: SegmentStats | None = None
+    # Resolved, not as configured: a map of an earlier version, whose defaults made another tile layout, is not
+    # resumed or reused by a run whose same settings (``null``) mean another layout now.
+    context, overlap = map_geometry(loaded.model_config.input_size, config)
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
@@ -225,6 +228,7 @@ def _segment_one(
             "slide": {**{k: v for k, v in identity.items() if k != "path"}, "bounds_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
+            "geometry": {"overlap": overlap, "context": context},  # model pixels
             "label_source": config.inference.label_source,
             "histo_daen_version": __version__,
         }

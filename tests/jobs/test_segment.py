@@ -147,6 +147,22 @@ def test_a_map_made_with_other_settings_is_not_reused(
     assert read_tissue_map(tmp_path / "maps" / "tiny" / "map.zarr").provenance["segment"]["min_tissue"] == 0.05
 
 
+def test_a_map_whose_tile_layout_the_defaults_no_longer_give_is_not_reused(
+    tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
+) -> None:
+    """A map made before ``context`` was on by default records the same settings (``overlap: null``) but was laid
+    out with other tiles; its record lacks the resolved geometry, and a rerun must not take it for today's."""
+    segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    group = zarr.open_group(tmp_path / "tiny" / "map.zarr", mode="r+")
+    attrs = dict(group.attrs["histo_daen"])
+    assert attrs["provenance"]["geometry"] == {"overlap": 40, "context": 8}  # 64-px tiles
+    attrs["provenance"] = {key: value for key, value in attrs["provenance"].items() if key != "geometry"}
+    group.attrs["histo_daen"] = attrs  # as an earlier version wrote it
+    report = segment_cohort([tiny_tiff_slide.path], tmp_path, checkpoint=segment_checkpoint, config=CONFIG)
+    (failed,) = report.failed
+    assert "map.zarr: was made with another model, slide or settings (geometry: stored None" in failed.error
+
+
 def test_a_folder_of_maps_made_with_other_settings_is_refused_before_any_slide(
     tiny_tiff_slide: SyntheticSlide, segment_checkpoint: Path, tmp_path: Path
 ) -> None:
