@@ -18,7 +18,8 @@ __all__ = ["demo_command"]
 def demo_command(output: Path, workers: int | None, config_path: Path | None, overrides: tuple[str, ...]) -> None:
     """Run the demo on built-in synthetic data: each step prints where its outputs are.
 
-    Rerunning reuses what earlier runs finished. KEY=VALUE arguments change the sizes of the slide, the dataset
+    Rerunning reuses what earlier runs finished (the maps, seconds of work, are made again). KEY=VALUE arguments
+    change the sizes of the slide, the dataset
     and the training (every key: DemoConfig in histo_daen/config/schema.py).
 
     \b

