@@ -19,8 +19,8 @@ def demo_command(output: Path, workers: int | None, config_path: Path | None, ov
     """Run the demo on built-in synthetic data: each step prints where its outputs are.
 
     Rerunning reuses what earlier runs finished (the maps, seconds of work, are made again). KEY=VALUE arguments
-    change the sizes of the slide, the dataset
-    and the training (every key: DemoConfig in histo_daen/config/schema.py).
+    change the sizes of the slide, the dataset and the training (every key: DemoConfig in
+    histo_daen/config/schema.py).
 
     \b
     Examples:
