@@ -280,8 +280,8 @@ def map_geometry(tile_size: int, config: SegmentConfig) -> tuple[int, int]:
     """``(context, overlap)`` in model pixels for tiles of ``tile_size``: ``config``'s, or the defaults they imply.
 
     Context None: :func:`default_context` with the default overlap and slide stitching, else 0. Overlap None: half
-    the used part (the tile less twice the context) in whole map pixels, plus twice the context. Checked once per
-    model, before any slide is read.
+    the used part (the tile less twice the context) in whole map pixels, plus twice the context. ``segment_cohort``
+    calls it once per checkpoint, before any slide is read, so bad settings fail the run, not each slide.
 
     Raises:
         ConfigError: the context leaves no used part, the map stride does not divide tile, overlap and context, the

@@ -207,6 +207,7 @@ def _segment_one(
     model_provenance: dict[str, Any],
     classes: ClassSet,
     config: SegmentConfig,
+    geometry: dict[str, int],
     device: torch.device,
     overwrite: bool,
     progress: bool,
@@ -218,9 +219,6 @@ def _segment_one(
         shutil.rmtree(folder)
     (folder / "failed.json").unlink(missing_ok=True)
     stats: SegmentStats | None = None
-    # Resolved, not as configured: a map of an earlier version, whose defaults made another tile layout, is not
-    # resumed or reused by a run whose same settings (``null``) mean another layout now.
-    context, overlap = map_geometry(loaded.model_config.input_size, config)
     with open_slide(slide_path, backend=config.backend, mpp_override=config.slide_mpp) as slide:
         identity = slide.identity()
         requested = {
@@ -228,7 +226,9 @@ def _segment_one(
             "slide": {**{k: v for k, v in identity.items() if k != "path"}, "bounds_level0": _slide_bounds(slide)},
             "model": model_provenance,
             "segment": _map_settings(config),
-            "geometry": {"overlap": overlap, "context": context},  # model pixels
+            # Resolved, not as configured: a map of an earlier version, whose defaults made another tile layout, is
+            # not resumed or reused by a run whose same settings (``null``) mean another layout now.
+            "geometry": geometry,
             "label_source": config.inference.label_source,
             "histo_daen_version": __version__,
         }
@@ -378,7 +378,9 @@ def segment_cohort(
     resolved = process_device(device)
     checkpoint_path = Path(checkpoint)
     loaded = load_model(checkpoint_path, device=resolved)
-    map_geometry(loaded.model_config.input_size, config)  # settings that cannot fit this model's tiles: refused once
+    # Settings that cannot fit this model's tiles are refused once, before any slide; model pixels.
+    context, overlap = map_geometry(loaded.model_config.input_size, config)
+    geometry = {"overlap": overlap, "context": context}
     # Known sets (luad, bcss) keep their colours; classes of an imported checkpoint get generated ones.
     classes = class_set_for(loaded.model_config.class_set, loaded.classes)
     predictor = CamPredictor(loaded.model, len(classes), config.inference, stitching=config.stitching)
@@ -392,6 +394,7 @@ def segment_cohort(
             model_provenance=model_provenance,
             classes=classes,
             config=config,
+            geometry=geometry,
             device=resolved,
             overwrite=overwrite,
             progress=progress,
